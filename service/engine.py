@@ -1,0 +1,190 @@
+"""ScoringEngine: steps -> cache -> micro-batcher -> model -> aggregate (DESIGN §6).
+
+Depends on the ``ScoreModel`` protocol, not on torch: ``service.model`` is imported lazily by
+``ScoringEngine.start`` only. Forward passes run on the batcher's worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.aggregate import Aggregation, aggregate, sigmoid
+from service.batcher import MicroBatcher
+from service.cache import CachedScore, MemoryCache, RedisCache, ScoreCache, cache_key
+from service.encoding import Encoded
+from service.errors import InputTooLong, ModelNotReady, PRMError
+from service.manifest import PRMManifest
+from service.metrics import Metrics
+from service.schemas import (
+    AggregateScores,
+    ModelInfo,
+    ModelsResponse,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreItem,
+    ScoreRequest,
+    ScoreResponse,
+    SplitRequest,
+    SplitResponse,
+    StepOut,
+    StepScore,
+)
+from service.settings import Settings
+from service.steps import SplitResult, Step, split_code, steps_from_texts
+
+logger = logging.getLogger(__name__)
+
+
+class ScoreModel(Protocol):
+    name: str
+    revision: str
+    manifest: PRMManifest
+
+    def encode(self, problem: str, steps: Sequence[str], max_tokens: int | None = None) -> Encoded: ...
+
+    def forward(self, batch: Sequence[Encoded]) -> list[list[float]]: ...
+
+    def warm_up(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    split: SplitResult
+    key: str
+
+
+class ScoringEngine:
+    def __init__(self, model: ScoreModel, settings: Settings, *, cache: ScoreCache | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.model = model
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.cache = cache or _make_cache(settings)
+        self.batcher = MicroBatcher(model.forward, max_batch_tokens=settings.max_batch_tokens,
+                                    max_batch_size=settings.max_batch_size,
+                                    max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
+                                    metrics=self.metrics)
+        self.max_tokens = min(settings.max_tokens, model.manifest.max_tokens)
+        self._warm = False
+
+    @classmethod
+    async def start(cls, settings: Settings, *, metrics: Metrics | None = None) -> ScoringEngine:
+        """Load the checkpoint named by ``settings``, warm it up and start the batcher."""
+        from service.model import PRMModel  # the only torch import path of the service
+
+        if settings.checkpoint is None:
+            raise ModelNotReady("no checkpoint configured: set DREAMPRM_CHECKPOINT or pass --checkpoint")
+        model = await asyncio.to_thread(PRMModel.load, settings.checkpoint, device=settings.device,
+                                        dtype=settings.dtype, threads=settings.threads,
+                                        trust_remote_code=settings.trust_remote_code)
+        engine = cls(model, settings, metrics=metrics)
+        await engine.open()
+        return engine
+
+    async def open(self) -> None:
+        """Warm the model up with a real forward pass (on the worker thread) and start batching."""
+        self.batcher.start()
+        if not self._warm:
+            await self.batcher.submit(self.model.encode("warm-up", ["def main():\n    pass\n"]))
+            self._warm = True
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+        await self.cache.aclose()
+
+    @property
+    def ready(self) -> bool:
+        return self._warm and self.batcher.alive
+
+    # --- API --------------------------------------------------------------------------------
+
+    async def split(self, req: SplitRequest) -> SplitResponse:
+        result = await asyncio.to_thread(self._split, req.code, req.language)
+        return SplitResponse(steps=[_step_out(s) for s in result.steps], parsed=result.parsed,
+                             language=req.language)
+
+    async def score(self, req: ScoreRequest) -> ScoreResponse | ScoreBatchResponse:
+        if isinstance(req, ScoreItem):
+            return await self.score_item(req)
+        if len(req.items) > self.settings.max_items:
+            raise InputTooLong(f"{len(req.items)} items in one request; the limit is {self.settings.max_items}")
+        results = await asyncio.gather(*(self._score_indexed(i, it, req) for i, it in enumerate(req.items)))
+        return ScoreBatchResponse(items=list(results), model=self.model.name)
+
+    async def _score_indexed(self, i: int, item: ScoreItem, req: ScoreBatchRequest) -> ScoreResponse:
+        try:
+            return await self.score_item(item, req.aggregation)
+        except PRMError as exc:
+            raise type(exc)(f"items[{i}]: {exc.message}", retry_after=exc.retry_after) from exc
+
+    async def score_item(self, item: ScoreItem, fallback: Aggregation | None = None) -> ScoreResponse:
+        prep = await asyncio.to_thread(self._prepare, item)
+        texts = [s.text for s in prep.split.steps]
+        hit = await self.cache.get(prep.key)
+        self.metrics.cache.labels(self.cache.backend, "hit" if hit else "miss").inc()
+        scored = hit
+        if scored is None:
+            enc = await asyncio.to_thread(self.model.encode, item.problem, texts, self.max_tokens)
+            logits = await self.batcher.submit(enc)
+            scored = CachedScore(logits, enc.truncated, enc.n_tokens)
+            await self.cache.put(prep.key, scored)
+        agg = item.aggregation or fallback or self.settings.default_aggregation \
+            or self.model.manifest.default_aggregation
+        return _response(prep.split, scored, agg, cached=hit is not None, model=self.model.name)
+
+    def models(self) -> ModelsResponse:
+        m = self.model.manifest
+        info = ModelInfo(id=m.name, revision=self.model.revision, template=m.template,
+                         separator_token=m.separator_token, base_model=m.base_model.model_dump(),
+                         default_aggregation=m.default_aggregation, max_tokens=self.max_tokens,
+                         training=m.training, metrics=m.metrics)
+        return ModelsResponse(data=[info])
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _split(self, code: str, language: str) -> SplitResult:
+        result = split_code(code, language)
+        if len(result.steps) > self.settings.max_steps:
+            raise InputTooLong(f"code has {len(result.steps)} steps; the limit is {self.settings.max_steps}")
+        return result
+
+    def _prepare(self, item: ScoreItem) -> _Prepared:
+        if item.steps is not None:
+            if len(item.steps) > self.settings.max_steps:
+                raise InputTooLong(f"{len(item.steps)} steps given; the limit is {self.settings.max_steps}")
+            split = SplitResult(steps_from_texts(item.steps), parsed=True)
+        else:
+            assert item.code is not None  # the schema guarantees code or steps
+            split = self._split(item.code, item.language)
+        key = cache_key(self.model.revision, self.model.manifest.template, self.max_tokens,
+                        item.problem, [s.text for s in split.steps])
+        return _Prepared(split, key)
+
+
+def _make_cache(settings: Settings) -> ScoreCache:
+    if settings.redis_url:
+        return RedisCache(settings.redis_url, ttl_s=settings.cache_ttl_s)
+    return MemoryCache(settings.cache_size)
+
+
+def _step_out(s: Step) -> StepOut:
+    return StepOut(index=s.index, kind=s.kind, name=s.name, start_line=s.start_line, end_line=s.end_line,
+                   start_byte=s.start_byte, end_byte=s.end_byte, text=s.text)
+
+
+def _response(split: SplitResult, scored: CachedScore, agg: Aggregation, *, cached: bool,
+              model: str) -> ScoreResponse:
+    steps = []
+    for s in split.steps:
+        logit = scored.logits[s.index] if s.index < len(scored.logits) else None
+        steps.append(StepScore(index=s.index, name=s.name, kind=s.kind, start_line=s.start_line,
+                               end_line=s.end_line, logit=logit,
+                               score=None if logit is None else sigmoid(logit)))
+    aggregates = aggregate(scored.logits)
+    return ScoreResponse(steps=steps, aggregate=AggregateScores(**aggregates), aggregation=agg,
+                         score=aggregates[agg], parsed=split.parsed, truncated=scored.truncated,
+                         cached=cached, n_tokens=scored.n_tokens, model=model)

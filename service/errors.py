@@ -1,0 +1,89 @@
+"""Domain errors of the PRM service. Pure Python: no HTTP, no torch.
+
+The HTTP layer maps each class to one status code (see ``service.app``); the client maps the
+``type`` field of an error body back to the same class (``clients.prm.error_from_response``).
+"""
+
+from __future__ import annotations
+
+
+class PRMError(Exception):
+    """Base class of every error the service reports to a caller."""
+
+    status_code = 500
+    type = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class InvalidInput(PRMError):
+    """The request is well-formed JSON but its content cannot be scored."""
+
+    status_code = 400
+    type = "invalid_input"
+
+
+class ValidationFailed(InvalidInput):
+    """The request does not match the schema (wrong types, missing or unknown fields)."""
+
+    status_code = 422
+    type = "validation_error"
+
+
+class NotFound(PRMError):
+    """No such route."""
+
+    status_code = 404
+    type = "not_found"
+
+
+class InputTooLong(PRMError):
+    """The request exceeds a configured limit (bytes, steps, items, tokens)."""
+
+    status_code = 413
+    type = "input_too_long"
+
+
+class Unauthorized(PRMError):
+    """Missing or wrong API key."""
+
+    status_code = 401
+    type = "unauthorized"
+
+
+class Overloaded(PRMError):
+    """The scoring queue is full; retry after ``retry_after`` seconds."""
+
+    status_code = 503
+    type = "overloaded"
+
+
+class ModelNotReady(PRMError):
+    """The model is not loaded or not warmed up yet."""
+
+    status_code = 503
+    type = "model_not_ready"
+
+
+class PolicyError(PRMError):
+    """The policy (generation) backend failed."""
+
+    status_code = 502
+    type = "policy_error"
+
+
+class PolicyTimeout(PolicyError):
+    """The policy backend did not answer in time."""
+
+    status_code = 504
+    type = "policy_timeout"
+
+
+ERROR_TYPES: dict[str, type[PRMError]] = {
+    cls.type: cls
+    for cls in (PRMError, InvalidInput, ValidationFailed, NotFound, InputTooLong, Unauthorized,
+                Overloaded, ModelNotReady, PolicyError, PolicyTimeout)
+}

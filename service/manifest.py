@@ -1,0 +1,77 @@
+"""The checkpoint manifest ``prm.json`` (DESIGN §4): reading, validating, writing. Pydantic only."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.aggregate import Aggregation
+from service.encoding import STEP_SEPARATOR, TEMPLATE_ID
+from service.errors import InvalidInput
+
+MANIFEST = "prm.json"
+HEAD_FILE = "head.safetensors"
+BACKBONE_DIR = "backbone"
+TOKENIZER_DIR = "tokenizer"
+
+
+class BaseModelSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    revision: str | None = None
+    sha256: str | None = None
+
+
+class HeadSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    in_features: int = Field(gt=0)
+    out_features: Literal[1] = 1
+    bias: bool = True
+
+
+class PRMManifest(BaseModel):
+    """What ``prm.json`` holds. Unknown keys are ignored; a newer format version is refused."""
+
+    model_config = ConfigDict(extra="ignore")
+    format_version: Literal[1] = 1
+    name: str
+    template: Literal["dreamprm-cof-v1"] = TEMPLATE_ID
+    separator_token: str = STEP_SEPARATOR
+    base_model: BaseModelSpec
+    weights: Literal["full"] = "full"
+    head: HeadSpec
+    dtype: str = "float32"
+    default_aggregation: Aggregation = "min"
+    max_tokens: int = Field(default=2048, gt=0)
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+def read_manifest(checkpoint: Path) -> PRMManifest:
+    path = checkpoint / MANIFEST
+    if not path.is_file():
+        raise InvalidInput(f"{checkpoint} is not a PRM checkpoint: {MANIFEST} is missing")
+    try:
+        return PRMManifest.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise InvalidInput(f"{path} is invalid: {exc}") from exc
+
+
+def write_manifest(checkpoint: Path, manifest: PRMManifest) -> None:
+    (checkpoint / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+
+
+def checkpoint_sha256(checkpoint: Path) -> str:
+    """Hash of every file in the checkpoint (names and bytes), the cache's model identity."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+        if path.name == "MODEL_CARD.md":
+            continue
+        digest.update(path.relative_to(checkpoint).as_posix().encode() + b"\0")
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,192 @@
+"""The PRM itself (DESIGN §4): a Hugging Face backbone + ``Linear(hidden, 1)`` value head.
+
+The only module of ``service/`` that imports torch and transformers. Loads and saves the
+checkpoint directory format (safetensors + tokenizer + ``prm.json``; never pickle).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from service.encoding import Encoded, encode_steps, separator_id
+from service.errors import InvalidInput
+from service.manifest import (
+    BACKBONE_DIR,
+    HEAD_FILE,
+    TOKENIZER_DIR,
+    BaseModelSpec,
+    HeadSpec,
+    PRMManifest,
+    checkpoint_sha256,
+    read_manifest,
+    write_manifest,
+)
+
+logger = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class PRMNetwork(torch.nn.Module):
+    """Backbone + value head; ``forward`` gives one logit per position, shape (B, T).
+
+    Trainer and service both use this module, so training and serving read the same logits.
+    """
+
+    def __init__(self, backbone: PreTrainedModel, head: torch.nn.Linear) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        hidden = out.last_hidden_state  # (B, T, H) in the backbone's dtype
+        return cast(torch.Tensor, self.head(hidden.float())).squeeze(-1)  # (B, T), fp32 head
+
+
+class PRMModel:
+    """A loaded PRM: tokenizer, network and manifest; implements the engine's ``ScoreModel``."""
+
+    def __init__(self, network: PRMNetwork, tokenizer: Any, manifest: PRMManifest, *,
+                 revision: str = "unsaved") -> None:
+        self.network = network
+        self.tokenizer = tokenizer
+        self.manifest = manifest
+        self.revision = revision
+        self.name = manifest.name
+        self.max_tokens = manifest.max_tokens
+        self.separator_id = separator_id(tokenizer, manifest.separator_token)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.separator_id)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    # --- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, backbone: PreTrainedModel, tokenizer: Any, *, name: str,
+               base_model: BaseModelSpec, max_tokens: int = 2048, seed: int = 0) -> PRMModel:
+        """A new PRM on ``backbone`` (a causal LM or its base model): adds the step separator to
+        the tokenizer, resizes the embeddings, and initialises the head (small random weights)."""
+        base = cast(PreTrainedModel, getattr(backbone, "base_model", backbone))
+        manifest_stub = PRMManifest(name=name, base_model=base_model,
+                                    head=HeadSpec(in_features=base.config.hidden_size),
+                                    max_tokens=max_tokens)
+        tokenizer.add_tokens([manifest_stub.separator_token], special_tokens=True)
+        if base.get_input_embeddings().weight.shape[0] < len(tokenizer):
+            base.resize_token_embeddings(len(tokenizer))
+        gen = torch.Generator().manual_seed(seed)
+        head = torch.nn.Linear(base.config.hidden_size, 1, bias=True)
+        with torch.no_grad():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.02)
+            head.bias.zero_()
+        dtype = str(base.dtype).removeprefix("torch.")
+        manifest = manifest_stub.model_copy(update={"dtype": dtype})
+        return cls(PRMNetwork(base, head).eval(), tokenizer, manifest)
+
+    @classmethod
+    def load(cls, checkpoint: Path, *, device: Device = "auto", dtype: DType = "auto",
+             threads: int | None = None, trust_remote_code: bool = False) -> PRMModel:
+        """Load a checkpoint directory; fails fast on a malformed or inconsistent checkpoint."""
+        manifest = read_manifest(checkpoint)
+        if threads:
+            torch.set_num_threads(threads)
+        hf_logging.disable_progress_bar()
+        dev = _pick_device(device)
+        torch_dtype = _pick_dtype(dtype, dev)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint / TOKENIZER_DIR,
+                                                  trust_remote_code=trust_remote_code)
+        backbone = AutoModel.from_pretrained(checkpoint / BACKBONE_DIR, dtype=torch_dtype,
+                                             use_safetensors=True, trust_remote_code=trust_remote_code)
+        hidden = backbone.config.hidden_size
+        if manifest.head.in_features != hidden:
+            raise InvalidInput(f"head expects {manifest.head.in_features} features, backbone has {hidden}")
+        if backbone.get_input_embeddings().weight.shape[0] < len(tokenizer):
+            raise InvalidInput("tokenizer is larger than the backbone's embedding table")
+        head = torch.nn.Linear(hidden, 1, bias=manifest.head.bias)
+        head.load_state_dict(load_file(str(checkpoint / HEAD_FILE)))
+        network = PRMNetwork(backbone, head).to(dev).eval()
+        model = cls(network, tokenizer, manifest, revision=checkpoint_sha256(checkpoint)[:16])
+        logger.info("loaded %s (%s) on %s as %s", manifest.name, model.revision, dev, torch_dtype)
+        return model
+
+    def save(self, out: Path, *, overwrite: bool = False) -> None:
+        """Write the checkpoint directory atomically (a temp dir renamed into place)."""
+        if out.exists() and not overwrite:
+            raise FileExistsError(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp.chmod(0o755)
+        try:
+            self.network.backbone.save_pretrained(tmp / BACKBONE_DIR, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
+            head = {k: v.detach().float().cpu().contiguous() for k, v in self.network.head.state_dict().items()}
+            save_file(head, str(tmp / HEAD_FILE))
+            write_manifest(tmp, self.manifest)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    # --- scoring ----------------------------------------------------------------------------
+
+    def encode(self, problem: str, steps: Sequence[str], max_tokens: int | None = None) -> Encoded:
+        limit = min(max_tokens or self.max_tokens, self.max_tokens)
+        return encode_steps(self.tokenizer, problem, steps, limit,
+                            separator=self.manifest.separator_token)
+
+    def forward(self, batch: Sequence[Encoded]) -> list[list[float]]:
+        """Step logits for every item of ``batch`` in one forward pass (right padding)."""
+        if not batch:
+            return []
+        width = max(e.n_tokens for e in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
+        for row, enc in enumerate(batch):
+            ids[row, : enc.n_tokens] = torch.tensor(enc.input_ids, dtype=torch.long)
+            mask[row, : enc.n_tokens] = 1
+        padded = bool((mask == 0).any())
+        with torch.inference_mode():
+            logits = self.network(ids.to(self.device), mask.to(self.device) if padded else None)  # (B, T)
+            logits = logits.float().cpu()
+        return [logits[row, enc.step_end_positions].tolist() for row, enc in enumerate(batch)]
+
+    def warm_up(self) -> None:
+        """A real forward pass, so that ``/ready`` means the model can score."""
+        self.forward([self.encode("Print the sum of two integers.", ["def main():\n    pass\n"])])
+
+
+def _pick_device(device: Device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput("device 'cuda' requested but CUDA is not available")
+    return torch.device(device)
+
+
+def _pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
+    if dtype != "auto":
+        return _DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:  # bf16 matmuls are ~3x faster than fp32 on CPUs with AVX512-BF16/AMX
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    except (AttributeError, RuntimeError):
+        return torch.float32

@@ -1,0 +1,58 @@
+"""Service configuration: the only reader of environment variables (prefix ``DREAMPRM_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import field_validator
+
+from service.aggregate import Aggregation
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; ``DREAMPRM_<FIELD>`` in the environment sets it."""
+
+    model_config = SettingsConfigDict(env_prefix="DREAMPRM_", extra="ignore")
+
+    checkpoint: Path | None = Field(default=None, description="PRM checkpoint directory")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads")
+    trust_remote_code: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # batching
+    max_batch_tokens: int = Field(default=16384, ge=64)
+    max_batch_size: int = Field(default=32, ge=1)
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    max_queue: int = Field(default=256, ge=1)
+    # limits per request
+    max_request_bytes: int = Field(default=1 << 20, ge=1024)
+    max_items: int = Field(default=64, ge=1, description="items per /v1/score batch")
+    max_steps: int = Field(default=128, ge=1, description="steps per item")
+    max_tokens: int = Field(default=2048, ge=64, description="tokens per item (problem + code)")
+    # cache
+    cache_size: int = Field(default=8192, ge=0, description="in-memory LRU entries; 0 disables")
+    redis_url: str | None = None
+    cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    # auth and logs
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    default_aggregation: Aggregation | None = None
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.max_tokens > self.max_batch_tokens:
+            raise ValueError("max_tokens must not exceed max_batch_tokens (one item must fit a batch)")
+        return self

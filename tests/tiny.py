@@ -1,0 +1,51 @@
+"""A tiny, randomly initialised PRM built from a config: offline, seconds to make.
+
+Used by the tests and by the benchmarks' "tiny" configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from service.manifest import BaseModelSpec
+from service.model import PRMModel
+
+_CORPUS = [
+    "def main():\n    n = int(input())\n    print(solve(n))\n",
+    "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n        return []\n",
+    'def helper(xs):\n    """Return the sum."""\n    return sum(x for x in xs if x > 0)\n',
+    "Given an array of integers nums and an integer target, return indices of the two numbers.",
+    "import sys\nfrom typing import List\nfor i in range(10):\n    if i % 2 == 0:\n        continue\n",
+]
+
+
+def tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<|endoftext|>"], show_progress=False)
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>")
+
+
+def tiny_prm(*, hidden: int = 32, layers: int = 2, seed: int = 0, max_tokens: int = 1024) -> PRMModel:
+    import torch
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok) + 1, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=4096, tie_word_embeddings=True)
+    backbone = LlamaForCausalLM(config)
+    return PRMModel.create(backbone, tok, name="tiny-random-prm", seed=seed, max_tokens=max_tokens,
+                           base_model=BaseModelSpec(id="tiny-random-llama", revision=f"seed{seed}"))
+
+
+def save_tiny_prm(path: Path, **kwargs: int) -> Path:
+    tiny_prm(**kwargs).save(path)
+    return path
