@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -155,7 +156,9 @@ _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 def _python_anchors(code: str) -> tuple[list[Anchor], bool]:
     try:
-        tree = ast.parse(code)
+        with warnings.catch_warnings():  # invalid escape sequences etc. are the candidate's business
+            warnings.simplefilter("ignore")
+            tree = ast.parse(code)
     except (RecursionError, MemoryError) as exc:
         raise InvalidInput("code nests too deeply to parse") from exc
     except (SyntaxError, ValueError):
@@ -267,7 +270,7 @@ def extract_code(reply: str, language: str = "python") -> str:
         >>> extract_code("Here:\\n```python\\ndef main():\\n    pass\\n```\\nDone.")
         'def main():\\n    pass\\n'
     """
-    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(reply)]
+    blocks = [(str(m.group(1)).lower(), str(m.group(2))) for m in _FENCE.finditer(reply)]
     if not blocks:
         return reply
     wanted = _ALIASES.get(language, frozenset({language}))
