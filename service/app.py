@@ -39,7 +39,7 @@ def create_app(settings: Settings, *, engine: ScoringEngine | None = None) -> Fa
         try:
             app.state.engine = await ScoringEngine.start(settings, metrics=metrics)
             logger.info("ready: %s", app.state.engine.model.name)
-        except Exception as exc:  # noqa: BLE001 - reported by /ready and /health, not raised
+        except Exception as exc:
             logger.exception("loading the model failed")
             app.state.load_error = f"loading the model failed: {exc}"
 

@@ -41,6 +41,7 @@ class MicroBatcher:
         self._metrics = metrics or Metrics()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._carry: _Job | None = None
+        self._batch: list[_Job] = []  # being collected or in the forward pass
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prm-forward")
         self._task: asyncio.Task[None] | None = None
@@ -65,10 +66,10 @@ class MicroBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for job in self._drain():
-            if not job.future.done():
-                job.future.set_exception(ModelNotReady("the scorer is shutting down"))
-        self._executor.shutdown(wait=True)
+        _fail(self._batch + self._drain(), ModelNotReady("the scorer is shutting down"))
+        self._batch = []
+        # a forward pass still running finishes on its thread; the event loop does not wait for it
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, item: Encoded) -> list[float]:
         """Queue ``item`` and wait for its step logits."""
@@ -87,31 +88,32 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
+            await self._collect()  # fills self._batch, which aclose() can still fail if cancelled
+            batch = self._batch
             self._pending -= len(batch)
             self._metrics.queue_depth.set(self._pending)
-            batch = [j for j in batch if not j.future.done()]  # callers that gave up
-            if not batch:
-                continue
-            batch.sort(key=lambda j: j.item.n_tokens)
-            started = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self._executor, self._forward, [j.item for j in batch])
-            except Exception as exc:  # noqa: BLE001 - fan the failure out to every waiting request
-                logger.exception("forward pass failed for a batch of %d", len(batch))
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            self._record(batch, time.perf_counter() - started)
-            for job, logits in zip(batch, results):
-                if not job.future.done():
-                    job.future.set_result(logits)
+            live = sorted((j for j in batch if not j.future.done()), key=lambda j: j.item.n_tokens)
+            if live:
+                started = time.perf_counter()
+                try:
+                    results = await loop.run_in_executor(self._executor, self._forward, [j.item for j in live])
+                    if len(results) != len(live):
+                        raise RuntimeError(f"forward returned {len(results)} results for {len(live)} items")
+                except Exception as exc:  # fan the failure out to every waiting request
+                    logger.exception("forward pass failed for a batch of %d", len(live))
+                    _fail(live, exc)
+                else:
+                    self._record(live, time.perf_counter() - started)
+                    for job, logits in zip(live, results, strict=True):
+                        if not job.future.done():
+                            job.future.set_result(logits)
+            self._batch = []
 
-    async def _collect(self) -> list[_Job]:
+    async def _collect(self) -> None:
         first = self._carry or await self._queue.get()
         self._carry = None
-        batch, width = [first], first.item.n_tokens
+        self._batch = batch = [first]
+        width = first.item.n_tokens
         deadline = time.perf_counter() + self.max_wait
         while len(batch) < self.max_batch_size:
             if self._queue.empty():
@@ -130,7 +132,6 @@ class MicroBatcher:
                 break
             batch.append(job)
             width = new_width
-        return batch
 
     def _record(self, batch: list[_Job], seconds: float) -> None:
         width = max(j.item.n_tokens for j in batch)
@@ -149,3 +150,9 @@ class MicroBatcher:
         while not self._queue.empty():
             jobs.append(self._queue.get_nowait())
         return jobs
+
+
+def _fail(jobs: list[_Job], exc: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(exc)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 logger = logging.getLogger(__name__)
 
 
@@ -25,13 +27,17 @@ class CachedScore:
 
 
 def cache_key(revision: str, template: str, max_tokens: int, problem: str, steps: Sequence[str]) -> str:
-    """(checkpoint hash, template, token budget, sha256(problem), sha256(steps)) as one key."""
-    code = hashlib.sha256()
-    for text in steps:  # length-prefixed, so different splits of the same code differ
-        raw = text.encode("utf-8", "surrogatepass")
-        code.update(len(raw).to_bytes(8, "little") + raw)
-    prob = hashlib.sha256(problem.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"dreamprm:v1:{revision}:{template}:{max_tokens}:{prob}:{code.hexdigest()}"
+    """One key for (checkpoint hash, template, token budget, problem, steps).
+
+    Every field is length-prefixed into one sha256, so no two inputs share a key, and different
+    splits of the same code differ. The revision stays readable to let operators purge by model.
+    """
+    digest = hashlib.sha256()
+    for field in (revision, template, str(max_tokens), problem, *steps):
+        raw = field.encode("utf-8", "surrogatepass")
+        digest.update(len(raw).to_bytes(8, "little") + raw)
+    digest.update(len(steps).to_bytes(8, "little"))
+    return f"dreamprm:v1:{revision}:{digest.hexdigest()}"
 
 
 class ScoreCache(Protocol):
@@ -97,17 +103,17 @@ class RedisCache:
             return None
         try:
             raw = await self._client.get(key)
-        except Exception as exc:  # noqa: BLE001 - any Redis failure means "no cache"
+            return None if raw is None else CachedScore(**json.loads(raw))
+        except (RedisError, OSError, ValueError, TypeError) as exc:  # any failure means "no cache"
             self._fail(exc)
             return None
-        return None if raw is None else CachedScore(**json.loads(raw))
 
     async def put(self, key: str, value: CachedScore) -> None:
         if not self.available:
             return
         try:
             await self._client.set(key, json.dumps(asdict(value)), ex=self._ttl)
-        except Exception as exc:  # noqa: BLE001
+        except (RedisError, OSError) as exc:
             self._fail(exc)
 
     def _fail(self, exc: Exception) -> None:
@@ -117,5 +123,5 @@ class RedisCache:
     async def aclose(self) -> None:
         try:
             await self._client.aclose()
-        except Exception as exc:  # noqa: BLE001
+        except (RedisError, OSError) as exc:
             logger.debug("closing redis: %s", exc)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -17,11 +18,11 @@ from service.settings import Settings
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="DreamPRM-Code: a process reward model for code, function-as-step.")
 
-CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", "-c", help="PRM checkpoint directory",
-                                                    envvar="DREAMPRM_CHECKPOINT")]
+CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", "-c",
+                                                    help="PRM checkpoint directory [env: DREAMPRM_CHECKPOINT]")]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -52,6 +53,7 @@ def serve(checkpoint: CheckpointOpt = None,
     if settings.checkpoint is None:
         _fail("no checkpoint: pass --checkpoint DIR or set DREAMPRM_CHECKPOINT "
               "(no default checkpoint ships yet)")
+    assert settings.checkpoint is not None
     try:
         read_manifest(settings.checkpoint)  # fail before binding the port, not in the background
     except PRMError as exc:
@@ -74,7 +76,7 @@ def split(file: Annotated[Path, typer.Argument(help="source file, or - for stdin
     except PRMError as exc:
         _fail(exc.message)
     if as_json:
-        steps = [{k: getattr(s, k) for k in s.__slots__} for s in result.steps]  # type: ignore[attr-defined]
+        steps = [dataclasses.asdict(s) for s in result.steps]
         typer.echo(json.dumps({"parsed": result.parsed, "steps": steps}, indent=2))
         return
     typer.echo(f"parsed: {result.parsed}")
@@ -92,13 +94,14 @@ def score(file: Annotated[Path, typer.Argument(help="source file, or - for stdin
     """Score a program locally with a checkpoint (no server needed)."""
     from service.schemas import ScoreItem
 
-    if checkpoint is None:
-        _fail("no checkpoint: pass --checkpoint DIR")
+    settings = Settings(checkpoint=checkpoint) if checkpoint else Settings()
+    if settings.checkpoint is None:
+        _fail("no checkpoint: pass --checkpoint DIR or set DREAMPRM_CHECKPOINT")
     code = sys.stdin.read() if str(file) == "-" else file.read_text()
     try:
         item = ScoreItem.model_validate({"problem": _read_arg(problem), "code": code, "language": language,
                                          "aggregation": aggregation})
-        result = asyncio.run(_score_local(Settings(checkpoint=checkpoint), item))
+        result = asyncio.run(_score_local(settings, item))
     except PRMError as exc:
         _fail(exc.message)
     except ValueError as exc:

@@ -76,7 +76,7 @@ def encode_steps(tokenizer: Tokenizer, problem: str, steps: Sequence[str], max_t
     head = tokenizer.encode(PROBLEM_HEADER, add_special_tokens=False)
     tail = tokenizer.encode(SOLUTION_HEADER, add_special_tokens=False)
     problem_ids = tokenizer.encode(problem, add_special_tokens=False)
-    step_ids = [tokenizer.encode(text, add_special_tokens=False) + [sep] for text in steps]
+    step_ids = [[*tokenizer.encode(text, add_special_tokens=False), sep] for text in steps]
     code_len = sum(len(ids) for ids in step_ids)
     room = max_tokens - len(head) - len(tail) - code_len
     truncated = len(problem_ids) > room

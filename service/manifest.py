@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.aggregate import Aggregation
-from service.encoding import STEP_SEPARATOR, TEMPLATE_ID
+from service.encoding import STEP_SEPARATOR
 from service.errors import InvalidInput
 
 MANIFEST = "prm.json"
@@ -38,7 +38,7 @@ class PRMManifest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     format_version: Literal[1] = 1
     name: str
-    template: Literal["dreamprm-cof-v1"] = TEMPLATE_ID
+    template: Literal["dreamprm-cof-v1"] = "dreamprm-cof-v1"
     separator_token: str = STEP_SEPARATOR
     base_model: BaseModelSpec
     weights: Literal["full"] = "full"

@@ -88,7 +88,7 @@ class PRMModel:
                                     head=HeadSpec(in_features=base.config.hidden_size),
                                     max_tokens=max_tokens)
         tokenizer.add_tokens([manifest_stub.separator_token], special_tokens=True)
-        if base.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        if _vocab_rows(base) < len(tokenizer):
             base.resize_token_embeddings(len(tokenizer))
         gen = torch.Generator().manual_seed(seed)
         head = torch.nn.Linear(base.config.hidden_size, 1, bias=True)
@@ -106,7 +106,7 @@ class PRMModel:
         manifest = read_manifest(checkpoint)
         if threads:
             torch.set_num_threads(threads)
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         dev = _pick_device(device)
         torch_dtype = _pick_dtype(dtype, dev)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint / TOKENIZER_DIR,
@@ -116,7 +116,7 @@ class PRMModel:
         hidden = backbone.config.hidden_size
         if manifest.head.in_features != hidden:
             raise InvalidInput(f"head expects {manifest.head.in_features} features, backbone has {hidden}")
-        if backbone.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        if _vocab_rows(backbone) < len(tokenizer):
             raise InvalidInput("tokenizer is larger than the backbone's embedding table")
         head = torch.nn.Linear(hidden, 1, bias=manifest.head.bias)
         head.load_state_dict(load_file(str(checkpoint / HEAD_FILE)))
@@ -171,6 +171,10 @@ class PRMModel:
     def warm_up(self) -> None:
         """A real forward pass, so that ``/ready`` means the model can score."""
         self.forward([self.encode("Print the sum of two integers.", ["def main():\n    pass\n"])])
+
+
+def _vocab_rows(model: PreTrainedModel) -> int:
+    return int(cast(torch.nn.Embedding, model.get_input_embeddings()).weight.shape[0])
 
 
 def _pick_device(device: Device) -> torch.device:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from pydantic import field_validator
 
 from service.aggregate import Aggregation
 
@@ -43,6 +42,11 @@ class Settings(BaseSettings):
     default_aggregation: Aggregation | None = None
     log_level: str = "INFO"
     log_json: bool = False
+
+    @field_validator("checkpoint", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("api_keys", mode="before")
     @classmethod

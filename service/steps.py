@@ -12,6 +12,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal, get_args
 
 from service.errors import InvalidInput
@@ -113,7 +114,7 @@ def assemble_steps(code: str, line_starts: Sequence[int], anchors: Sequence[Anch
     else:
         if kept[0].first_line > 0:
             pieces.append(("preamble", "preamble", 0, kept[0].first_line))
-        for a, nxt in zip(kept, kept[1:]):
+        for a, nxt in pairwise(kept):
             pieces.append((a.kind, a.name, a.first_line, nxt.first_line))
         last = kept[-1]
         end = min(last.last_line + 1, n_lines)

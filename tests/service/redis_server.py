@@ -1,7 +1,8 @@
 """A throw-away ``redis-server`` for tests: ``with running_redis() as server: ... server.url``.
 
 No persistence (``--save '' --appendonly no``), a free local port, killed at exit. ``kill()``
-stops it hard (SIGKILL, as a crash would); ``restart()`` starts a new one on the same port.
+stops it hard (SIGKILL, as a crash would); ``restart()`` starts a new, empty one on the same
+port; ``pause()``/``resume()`` freeze it (SIGSTOP/SIGCONT), like a hung or unreachable host.
 Without a ``redis-server`` binary the test is skipped, or fails when ``CI`` is set.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -90,6 +92,15 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP the server: connections are accepted by the kernel but never answered."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def restart(self) -> None:
         """Kill the server if it runs, then start a fresh, empty one on the same port."""
         self.kill()
@@ -104,4 +115,6 @@ def running_redis() -> Iterator[RedisServer]:
     try:
         yield server
     finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.resume()  # a stopped process still dies on SIGKILL, but be explicit
         server.kill()

@@ -44,7 +44,7 @@ def test_long_problem_is_cut_in_the_middle_never_the_code() -> None:
 
 
 def test_steps_past_the_budget_are_unscored() -> None:
-    steps = ["def s%d():\n    return 0\n" % i for i in range(20)]
+    steps = [f"def s{i}():\n    return 0\n" for i in range(20)]
     enc = encode_steps(TOK, "problem " * 20, steps, 150)
     assert enc.truncated
     assert 0 < len(enc.step_end_positions) < 20

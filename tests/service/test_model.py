@@ -55,7 +55,7 @@ def test_padded_batch_equals_single_items(model: PRMModel) -> None:
     steps = [s.text for s in split_steps(CODE)]
     items = [model.encode(PROBLEM, steps), model.encode("short", steps[:2]), model.encode(PROBLEM * 3, steps[1:])]
     batched = model.forward(items)
-    for enc, got in zip(items, batched):
+    for enc, got in zip(items, batched, strict=True):
         assert got == pytest.approx(model.forward([enc])[0], abs=1e-4)
 
 
