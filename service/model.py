@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -125,8 +125,9 @@ class PRMModel:
         logger.info("loaded %s (%s) on %s as %s", manifest.name, model.revision, dev, torch_dtype)
         return model
 
-    def save(self, out: Path, *, overwrite: bool = False) -> None:
-        """Write the checkpoint directory atomically (a temp dir renamed into place)."""
+    def save(self, out: Path, *, overwrite: bool = False, extra_files: Mapping[str, str] | None = None) -> None:
+        """Write the checkpoint directory atomically (a temp dir renamed into place); ``extra_files``
+        (name -> text, e.g. ``MODEL_CARD.md``) go in with it."""
         if out.exists() and not overwrite:
             raise FileExistsError(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +139,8 @@ class PRMModel:
             head = {k: v.detach().float().cpu().contiguous() for k, v in self.network.head.state_dict().items()}
             save_file(head, str(tmp / HEAD_FILE))
             write_manifest(tmp, self.manifest)
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text)
             if out.exists():
                 shutil.rmtree(out)
             os.replace(tmp, out)

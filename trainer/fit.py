@@ -1,0 +1,211 @@
+"""Stage ``fit``: train the PRM on step labels with soft-target BCE at the step separators.
+
+Sequences come from ``service.encoding.encode_steps`` (the service's encoder), so the labels sit
+exactly where the service reads its scores. LoRA (peft) or full fine-tuning or head-only; bf16
+autocast; gradient accumulation; ``accelerate`` for several processes (DDP, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from service.encoding import encode_steps
+from service.errors import PRMError
+from service.model import PRMNetwork
+from trainer.config import FitConfig
+from trainer.meta_correct import LabelledBatch, select_positions
+from trainer.records import Candidate, Problem, StepLabel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One encoded candidate: labels (and their global sample ids) at its step separators."""
+
+    problem_id: str
+    candidate_id: str
+    input_ids: list[int]
+    positions: list[int]
+    labels: list[float]
+    sample_ids: list[int]
+
+
+def build_examples(tokenizer: Any, separator: str, problems: Mapping[str, Problem],
+                   candidates: Sequence[Candidate], labels: Mapping[tuple[str, str, int], StepLabel], *,
+                   max_tokens: int, final_only: bool = False) -> tuple[list[Example], list[StepLabel]]:
+    """Encode every labelled candidate; returns the examples and the global label table.
+
+    ``final_only`` keeps only the final step (clean pass/fail: the meta set). Steps past the token
+    budget have no separator in the sequence and are dropped, never mislabelled.
+    """
+    examples: list[Example] = []
+    table: list[StepLabel] = []
+    for cand in candidates:
+        if not cand.steps:
+            continue
+        keys = [(cand.problem_id, cand.candidate_id, s.index) for s in cand.steps]
+        if any(k not in labels for k in keys):
+            continue
+        try:
+            enc = encode_steps(tokenizer, problems[cand.problem_id].prompt, [s.text for s in cand.steps],
+                               max_tokens, separator=separator)
+        except PRMError as exc:
+            logger.warning("skipping %s/%s: %s", cand.problem_id, cand.candidate_id, exc)
+            continue
+        steps = list(range(len(enc.step_end_positions)))
+        if final_only:
+            if len(steps) < len(cand.steps):
+                continue  # the final step did not fit: no clean label to read
+            steps = steps[-1:]
+        rows = [labels[keys[k]] for k in steps]
+        ids = list(range(len(table), len(table) + len(rows)))
+        table.extend(rows)
+        examples.append(Example(cand.problem_id, cand.candidate_id, enc.input_ids,
+                                [enc.step_end_positions[k] for k in steps], [r.mc_label for r in rows], ids))
+    return examples, table
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> LabelledBatch:
+    """Right-padded (B, T) inputs and the N labelled positions of a minibatch."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
+    rows, cols, labels, sample_ids = [], [], [], []
+    for b, e in enumerate(examples):
+        ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        mask[b, : len(e.input_ids)] = 1
+        rows += [b] * len(e.positions)
+        cols += e.positions
+        labels += e.labels
+        sample_ids += e.sample_ids
+    positions = torch.tensor([rows, cols], dtype=torch.long).T.reshape(-1, 2)  # (N, 2)
+    return LabelledBatch({"input_ids": ids, "attention_mask": mask}, positions,
+                         torch.tensor(labels, dtype=torch.float32), torch.tensor(sample_ids, dtype=torch.long))
+
+
+def batch_sampler(examples: Sequence[Example], batch_size: int, pad_id: int, seed: int) -> Any:
+    """Iteration -> minibatch (a fresh shuffle each epoch), for ``trainer.meta_correct``."""
+    per_epoch = max(1, math.ceil(len(examples) / batch_size))
+
+    def batch(i: int) -> LabelledBatch:
+        epoch, j = divmod(i, per_epoch)
+        order = list(range(len(examples)))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        return collate([examples[k] for k in order[j * batch_size:(j + 1) * batch_size]], pad_id)
+
+    return batch
+
+
+def prepare_trainable(network: PRMNetwork, config: FitConfig, separator_id: int) -> PRMNetwork:
+    """Freeze/unfreeze per ``config``: LoRA adapters (+ the separator's embedding row), every
+    weight, or the head only. The head always trains."""
+    for p in network.backbone.parameters():
+        p.requires_grad_(config.full_finetune)
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=list(config.target_modules),
+                          trainable_token_indices={"embed_tokens": [separator_id]})
+        network.backbone = get_peft_model(network.backbone, lora)
+    for p in network.head.parameters():
+        p.requires_grad_(True)
+    return network
+
+
+def merge_trainable(network: PRMNetwork) -> PRMNetwork:
+    """Fold LoRA adapters into the backbone weights (export writes a plain model)."""
+    if hasattr(network.backbone, "merge_and_unload"):
+        network.backbone = network.backbone.merge_and_unload()
+    return network
+
+
+def weighted_bce(logits: torch.Tensor, batch: LabelledBatch, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft-target BCE at the step positions; ``weights`` (indexed by sample id) from meta correction."""
+    per = F.binary_cross_entropy_with_logits(select_positions(logits, batch).float(), batch.labels,
+                                             reduction="none")
+    if weights is not None:
+        per = per * weights[batch.sample_ids]
+    return per.mean()
+
+
+def evaluate_loss(network: torch.nn.Module, examples: Sequence[Example], pad_id: int, *, batch_size: int = 8,
+                  device: torch.device | None = None) -> float:
+    """Mean BCE over all labelled positions of ``examples`` (eval mode, no grad)."""
+    if not examples:
+        return float("nan")
+    network.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for i in range(0, len(examples), batch_size):
+            batch = collate(examples[i:i + batch_size], pad_id)
+            if device is not None:
+                batch = batch.to(device)
+            logits = network(**batch.inputs)
+            per = F.binary_cross_entropy_with_logits(select_positions(logits, batch).float(), batch.labels,
+                                                     reduction="sum")
+            total += float(per)
+            count += batch.labels.numel()
+    return total / max(count, 1)
+
+
+def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], config: FitConfig, *,
+        pad_id: int, targets: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None) -> list[dict[str, float]]:
+    """Train ``network`` in place; ``targets``/``weights`` (by sample id) override the example labels
+    (corrected labels from meta correction). Runs under ``accelerate`` (one or several processes)."""
+    from accelerate import Accelerator
+
+    torch.manual_seed(config.seed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.grad_accum,
+                              mixed_precision="bf16" if config.bf16 and _bf16_ok() else "no")
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    loader = torch.utils.data.DataLoader(list(train), batch_size=config.batch_size, shuffle=True,
+                                         collate_fn=lambda xs: collate(xs, pad_id),
+                                         generator=torch.Generator().manual_seed(config.seed))
+    model, optimizer, loader = accelerator.prepare(network, optimizer, loader)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(config.epochs):
+        model.train()
+        for batch in loader:
+            batch = batch.to(accelerator.device)
+            if targets is not None:
+                batch = LabelledBatch(batch.inputs, batch.positions, targets.to(accelerator.device)[batch.sample_ids],
+                                      batch.sample_ids)
+            with accelerator.accumulate(model):
+                loss = weighted_bce(model(**batch.inputs), batch, weights)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            if accelerator.sync_gradients:
+                step += 1
+                history.append({"epoch": float(epoch), "step": float(step), "train_loss": loss.item()})
+                if config.eval_every and step % config.eval_every == 0:
+                    history[-1]["dev_loss"] = evaluate_loss(model, dev, pad_id, device=accelerator.device)
+                    model.train()
+        history.append({"epoch": float(epoch), "step": float(step),
+                        "dev_loss": evaluate_loss(model, dev, pad_id, device=accelerator.device)})
+        logger.info("epoch %d: %s", epoch, history[-1])
+    accelerator.wait_for_everyone()
+    network.load_state_dict(accelerator.unwrap_model(model).state_dict())
+    return history
+
+
+def _bf16_ok() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
