@@ -64,6 +64,7 @@ class OpenAIPolicy:
     timeout_s: float = 120.0
     retries: int = 3
     concurrency: int = 8
+    transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
     name: str = field(init=False)
     _client: httpx.AsyncClient = field(init=False, repr=False)
     _sem: asyncio.Semaphore = field(init=False, repr=False)
@@ -72,7 +73,8 @@ class OpenAIPolicy:
         self.name = f"openai:{self.model}"
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         self._client = httpx.AsyncClient(base_url=self.base_url.rstrip("/"), headers=headers,
-                                         timeout=httpx.Timeout(self.timeout_s, connect=10.0))
+                                         timeout=httpx.Timeout(self.timeout_s, connect=10.0),
+                                         transport=self.transport)
         self._sem = asyncio.Semaphore(self.concurrency)
 
     async def generate(self, request: GenerationRequest) -> list[Generation]:

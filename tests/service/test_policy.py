@@ -1,0 +1,85 @@
+"""OpenAIPolicy against a scripted OpenAI-compatible server: n, prefixes, retries, faults."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from service.errors import PolicyError, PolicyTimeout
+from service.policy import GenerationRequest, OpenAIPolicy
+
+MESSAGES = [{"role": "user", "content": "Write code."}]
+
+
+def reply(n: int, text: str = "def main():\n    pass\n") -> httpx.Response:
+    choices = [{"index": i, "message": {"role": "assistant", "content": f"{text}# {i}\n"}, "finish_reason": "stop"}
+               for i in range(n)]
+    return httpx.Response(200, json={"choices": choices, "usage": {"completion_tokens": 7 * n}})
+
+
+def policy(handler, **kw) -> OpenAIPolicy:  # type: ignore[no-untyped-def]
+    return OpenAIPolicy("http://policy.test", "m", transport=httpx.MockTransport(handler), **kw)
+
+
+async def test_n_samples_and_prefix_body() -> None:
+    seen: list[dict] = []  # type: ignore[type-arg]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return reply(seen[-1]["n"])
+
+    gens = await policy(handler).generate(GenerationRequest(MESSAGES, n=3, prefix="```python\n", seed=1))
+    assert len(gens) == 3 and gens[0].completion_tokens == 7
+    body = seen[0]
+    assert body["messages"][-1] == {"role": "assistant", "content": "```python\n"}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert body["seed"] == 1 and body["model"] == "m"
+
+
+async def test_server_that_ignores_n_is_topped_up() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return reply(1)
+
+    gens = await policy(handler).generate(GenerationRequest(MESSAGES, n=4))
+    assert len(gens) == 4 and calls == 4
+
+
+async def test_retries_5xx_then_succeeds() -> None:
+    statuses = iter([500, 503, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(statuses)
+        return reply(1) if status == 200 else httpx.Response(status, text="busy")
+
+    gens = await policy(handler, retries=3).generate(GenerationRequest(MESSAGES))
+    assert len(gens) == 1
+
+
+@pytest.mark.parametrize(("handler", "error"), [
+    (lambda r: httpx.Response(500, text="boom"), PolicyError),
+    (lambda r: httpx.Response(400, text="bad request"), PolicyError),
+    (lambda r: httpx.Response(200, text="{not json"), PolicyError),
+    (lambda r: httpx.Response(200, json={"no": "choices"}), PolicyError),
+])
+async def test_faults_raise_policy_errors(handler, error) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error):
+        await policy(handler, retries=1).generate(GenerationRequest(MESSAGES))
+
+
+async def test_unreachable_and_timeout() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow")
+
+    with pytest.raises(PolicyError, match="unreachable"):
+        await policy(down, retries=0).generate(GenerationRequest(MESSAGES))
+    with pytest.raises(PolicyTimeout):
+        await policy(slow, retries=0).generate(GenerationRequest(MESSAGES))

@@ -1,0 +1,144 @@
+"""``python -m trainer STAGE RUN_DIR [--set section.key=value ...]``: the resumable pipeline.
+
+Stages: generate, execute, label, fit, correct, evaluate, export, all. Settings given with
+``--set`` are merged into ``RUN_DIR/settings.json`` so later stages (and reruns) reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from trainer.config import (
+    EvaluateConfig,
+    ExecuteConfig,
+    ExportConfig,
+    FitConfig,
+    GenerateConfig,
+    LabelConfig,
+    config_from_dict,
+)
+from trainer.meta_correct import CorrectConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+SECTIONS: dict[str, type] = {"generate": GenerateConfig, "execute": ExecuteConfig, "label": LabelConfig,
+                             "fit": FitConfig, "correct": CorrectConfig, "export": ExportConfig,
+                             "evaluate": EvaluateConfig}
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "leetcodedataset_train.jsonl"
+
+RunArg = Annotated[Path, typer.Argument(help="run directory (created; reruns resume)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="section.key=value, e.g. generate.n=4")]
+
+
+def _settings(run: Path, sets: list[str] | None) -> dict[str, dict[str, Any]]:
+    path = run / "settings.json"
+    settings: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else {}
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in SECTIONS:
+            raise typer.BadParameter(f"{item!r}: expected section.key=value with a section in {list(SECTIONS)}")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        settings.setdefault(section, {})[name] = value
+    run.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+    return settings
+
+
+def _config(settings: dict[str, dict[str, Any]], section: str) -> Any:
+    try:
+        return config_from_dict(SECTIONS[section], settings.get(section, {}))
+    except ValueError as exc:
+        raise typer.BadParameter(f"[{section}] {exc}") from exc
+
+
+def _counts(spec: str) -> dict[str, int]:
+    out = {}
+    for part in spec.split(","):
+        name, _, n = part.partition("=")
+        out[name.strip()] = int(n)
+    return out
+
+
+@app.command()
+def generate(run: RunArg, sets: SetOpt = None,
+             data: Annotated[Path, typer.Option(help="problems (training set only)")] = DEFAULT_DATA,
+             problems: Annotated[str, typer.Option(help="problems per split part")] = "train=20,meta=10,dev=10",
+             references: Annotated[bool, typer.Option(help="add reference solutions as candidates")] = False,
+             allow_any_data: Annotated[bool, typer.Option(help="tests only: train on another file")] = False) -> None:
+    """N Chain-of-Function candidates per problem."""
+    from trainer.pipeline import generate_stage, select_split
+
+    s = _settings(run, sets)
+    chosen = select_split(data, _counts(problems), allow_any_source=allow_any_data)  # type: ignore[arg-type]
+    typer.echo(f"generated {generate_stage(run, _config(s, 'generate'), chosen, references=references)} candidates")
+
+
+@app.command()
+def execute(run: RunArg, sets: SetOpt = None) -> None:
+    """Run every candidate on all its tests in the sandbox."""
+    from trainer.pipeline import execute_stage
+
+    typer.echo(f"executed {execute_stage(run, _config(_settings(run, sets), 'execute'))} candidates")
+
+
+@app.command()
+def label(run: RunArg, sets: SetOpt = None) -> None:
+    """Monte-Carlo step labels by rollouts (train part)."""
+    from trainer.pipeline import label_stage
+
+    s = _settings(run, sets)
+    typer.echo(f"wrote {label_stage(run, _config(s, 'label'), _config(s, 'generate'))} step labels")
+
+
+@app.command("fit")
+def fit_cmd(run: RunArg, sets: SetOpt = None) -> None:
+    """Train the PRM on the MC labels (no correction)."""
+    from trainer.pipeline_train import fit_stage
+
+    history = fit_stage(run, _config(_settings(run, sets), "fit"))
+    typer.echo(f"fit: {history[-1]}")
+
+
+@app.command()
+def correct(run: RunArg, sets: SetOpt = None) -> None:
+    """Meta label correction, plus the uncorrected ablation."""
+    from trainer.pipeline_train import correct_stage
+
+    s = _settings(run, sets)
+    typer.echo(f"meta-set losses: {correct_stage(run, _config(s, 'fit'), _config(s, 'correct'))}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(run: RunArg, sets: SetOpt = None) -> None:
+    """Best-of-N on the dev part; writes RUN/evaluate/{eval.json,eval.md,*.png}."""
+    from trainer.pipeline_train import evaluate_stage
+
+    s = _settings(run, sets)
+    evaluate_stage(run, _config(s, "evaluate"), policy_name=str(s.get("generate", {}).get("model", "unknown")))
+    typer.echo((run / "evaluate" / "eval.md").read_text())
+
+
+@app.command()
+def export(run: RunArg, out: Annotated[Path, typer.Argument(help="checkpoint directory to write")],
+           sets: SetOpt = None) -> None:
+    """Write the corrected PRM as a service checkpoint (+ model card, TRL rows)."""
+    from trainer.pipeline_train import export_stage
+
+    typer.echo(f"exported {export_stage(run, _config(_settings(run, sets), 'export'), out)}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Stage ``execute``: candidates run on their problem's tests in ``service.sandbox``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from service.sandbox import Limits, TestSpec, run_tests
+from trainer.config import ExecuteConfig
+from trainer.records import ExecSummary, Problem
+
+
+def problem_tests(problem: Problem) -> list[TestSpec]:
+    """All the problem's tests, public and private (grading uses all of them)."""
+    return [TestSpec(kind=t.type, code=t.code, input=t.input, output=t.output) for t in problem.all_tests]
+
+
+def execute_candidate(problem: Problem, code: str, config: ExecuteConfig) -> ExecSummary:
+    limits = Limits(wall_s=config.wall_s, memory_mb=config.memory_mb)
+    result = run_tests(code, problem_tests(problem), test_type=problem.test_type,
+                       setup_code=problem.test_setup_code or "", limits=limits)
+    return ExecSummary(passed=result.passed, n_tests=result.n_tests, n_passed=result.n_passed,
+                       error_kind=result.status, seconds=result.seconds)
+
+
+def pass_flags(problem: Problem, codes: Sequence[str], config: ExecuteConfig) -> list[bool]:
+    """Whether each program passes all tests; ``config.workers`` sandboxes in parallel."""
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
+        return [s.passed for s in pool.map(lambda code: execute_candidate(problem, code, config), codes)]

