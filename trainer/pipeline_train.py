@@ -132,8 +132,10 @@ def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> di
                                passed=bool(c.exec and c.exec.passed), difficulty=problems[c.problem_id].difficulty,
                                step_logits={n: logits[n][i] for n in scorers})
                  for i, c in enumerate(cands)]
-        baselines = ["last"] + (["prm_uncorrected"] if "prm_uncorrected" in scorers else [])
-        report = evaluate(evals, scorers=list(scorers), aggregations=config.aggregations or AGGREGATIONS,
+        aggregations = config.aggregations or AGGREGATIONS
+        baselines = (["last"] if "last" in aggregations else []) + \
+            (["prm_uncorrected"] if "prm_uncorrected" in scorers else [])
+        report = evaluate(evals, scorers=list(scorers), aggregations=aggregations,
                           baselines=baselines, bootstrap=config.bootstrap, seed=config.seed,
                           metadata={"policy": policy_name, "split": "dev", "run": str(run)})
         write_report(report, run / "evaluate")
