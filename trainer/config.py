@@ -1,0 +1,179 @@
+"""Frozen per-stage configs of the trainer (TRL style: ``field(metadata={"help": ...})``) and their dict form.
+
+Stdlib, pydantic and ``service.aggregate`` only. ``CorrectConfig`` lives in ``trainer.meta_correct``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from pydantic import TypeAdapter
+
+from service.aggregate import AGGREGATIONS, Aggregation
+
+C = TypeVar("C")
+PolicyBackend = Literal["openai", "vllm", "transformers"]
+# Field metadata key: changing this field between attempts of a stage cannot change its outputs
+# (parallelism, timeouts of the client, retries), so a resumed run may use another value.
+RESUME_SAFE = "resume_safe"
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateConfig:
+    model: str = field(metadata={"help": "policy model: HF id or path (vllm/transformers), served name (openai)"})
+    n: int = field(default=8, metadata={"help": "candidates per problem"})
+    backend: PolicyBackend = field(default="openai", metadata={"help": "policy backend: openai | vllm | transformers"})
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint (backend=openai)"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass"})
+    max_tokens: int = field(default=2048, metadata={"help": "new tokens per candidate"})
+    concurrency: int = field(default=16, metadata={"help": "requests in flight (openai)", RESUME_SAFE: True})
+    timeout_s: float = field(default=300.0, metadata={"help": "seconds per policy request", RESUME_SAFE: True})
+    retries: int = field(default=3, metadata={"help": "retries per failed policy request", RESUME_SAFE: True})
+    seed: int = field(default=0, metadata={"help": "sampling seed (per problem: seed + problem index)"})
+    template: str = field(default="cof-v1", metadata={"help": "prompt template family (service.cof)"})
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model must be set")
+        _check(self.n >= 1, "n must be >= 1")
+        _check(self.backend != "openai" or bool(self.base_url), "backend=openai needs base_url")
+        _check(self.temperature >= 0, "temperature must be >= 0")
+        _check(0 < self.top_p <= 1, "top_p must be in (0, 1]")
+        _check(self.max_tokens >= 1 and self.concurrency >= 1, "max_tokens and concurrency must be >= 1")
+        _check(self.timeout_s > 0 and self.retries >= 0, "timeout_s must be > 0 and retries >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteConfig:
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1,
+                         metadata={"help": "sandbox processes in parallel (default: CPU count)", RESUME_SAFE: True})
+    wall_s: float = field(default=10.0, metadata={"help": "wall-clock limit per candidate run, seconds"})
+    memory_mb: int = field(default=1024, metadata={"help": "address-space limit per run, MiB"})
+
+    def __post_init__(self) -> None:
+        _check(self.workers >= 1, "workers must be >= 1")
+        _check(self.wall_s > 0 and self.memory_mb > 0, "wall_s and memory_mb must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelConfig:
+    rollouts: int = field(default=8, metadata={"help": "M: completions sampled per step prefix"})
+    temperature: float = field(default=0.8, metadata={"help": "rollout sampling temperature"})
+    max_tokens: int = field(default=2048, metadata={"help": "new tokens per rollout"})
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1,
+                         metadata={"help": "sandbox processes in parallel (default: CPU count)", RESUME_SAFE: True})
+    seed: int = field(default=0, metadata={"help": "rollout sampling seed"})
+
+    def __post_init__(self) -> None:
+        _check(self.rollouts >= 1 and self.max_tokens >= 1, "rollouts and max_tokens must be >= 1")
+        _check(self.temperature >= 0 and self.workers >= 1, "temperature must be >= 0 and workers >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class FitConfig:
+    model: str = field(metadata={"help": "base model to train: HF id or path"})
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    epochs: int = field(default=1, metadata={"help": "passes over the training labels"})
+    batch_size: int = field(default=8, metadata={"help": "sequences per micro-batch"})
+    grad_accum: int = field(default=4, metadata={"help": "micro-batches per optimizer step"})
+    max_tokens: int = field(default=2048, metadata={"help": "tokens per sequence (problem + code); longer are cut"})
+    lora: bool = field(default=True, metadata={"help": "train LoRA adapters (merged at export)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    target_modules: tuple[str, ...] = field(default=("q_proj", "k_proj", "v_proj", "o_proj"),
+                                            metadata={"help": "modules that get LoRA adapters"})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast where the device supports it"})
+    eval_every: int = field(default=0, metadata={"help": "optimizer steps between evaluations; 0: each epoch"})
+    seed: int = field(default=0, metadata={"help": "seed of init, shuffling and dropout"})
+    full_finetune: bool = field(default=False, metadata={"help": "train every backbone weight (needs lora=False); "
+                                                                 "neither flag: only the value head trains"})
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model must be set")
+        _check(self.lr > 0, "lr must be > 0")
+        _check(min(self.epochs, self.batch_size, self.grad_accum, self.max_tokens, self.lora_r) >= 1,
+               "epochs, batch_size, grad_accum, max_tokens and lora_r must be >= 1")
+        _check(0 <= self.lora_dropout < 1 and self.eval_every >= 0, "lora_dropout in [0, 1), eval_every >= 0")
+        _check(not (self.lora and self.full_finetune), "lora and full_finetune are exclusive")
+        _check(not self.lora or bool(self.target_modules), "lora needs target_modules")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportConfig:
+    name: str = field(default="dreamprm-code", metadata={"help": "model name written to prm.json"})
+    default_aggregation: Aggregation = field(default="min", metadata={"help": "aggregation the service uses "
+                                                                              "when a request names none"})
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "name must be set")
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluateConfig:
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples (over problems) for 95% CIs"})
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+    aggregations: tuple[Aggregation, ...] = field(default=AGGREGATIONS,
+                                                  metadata={"help": "step-score aggregations to compare"})
+
+    def __post_init__(self) -> None:
+        _check(self.bootstrap >= 1, "bootstrap must be >= 1")
+        _check(bool(self.aggregations), "aggregations must not be empty")
+
+
+def config_to_dict(config: object) -> dict[str, Any]:
+    """A config, or a mapping of configs (``{"fit": ..., "correct": ...}``), as a JSON-ready dict for ``run.json``."""
+    if isinstance(config, Mapping):
+        return {str(k): _jsonable(v) for k, v in config.items()}
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"expected a dataclass instance or a mapping, got {type(config).__name__}")
+    return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+        return config_to_dict(value)
+    if isinstance(value, tuple | list | frozenset | set):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+    """Build ``cls`` from ``data``, validating types (pydantic, lax) and ``__post_init__`` checks.
+
+    Raises:
+        ValueError: an unknown key (with the closest valid name), a missing required key or a bad value.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, names, n=1) for k in unknown}
+        detail = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
+        raise ValueError(f"{cls.__name__}: unknown key(s) {detail}; valid keys: {', '.join(names)}")
+    return TypeAdapter(cls).validate_python(dict(data))
+
+
+def resume_safe_fields(config: object) -> frozenset[str]:
+    """Dotted names (as ``section.field`` when configs nest) of the fields marked ``resume_safe``."""
+    if isinstance(config, Mapping):
+        return frozenset(f"{k}.{name}" for k, v in config.items() for name in resume_safe_fields(v))
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return frozenset()
+    safe: set[str] = set()
+    for f in dataclasses.fields(config):
+        if f.metadata.get(RESUME_SAFE):
+            safe.add(f.name)
+        safe.update(f"{f.name}.{name}" for name in resume_safe_fields(getattr(config, f.name)))
+    return frozenset(safe)

@@ -1,0 +1,369 @@
+"""Pipeline plumbing of the trainer: append-only resumable JSON Lines stores, run manifests, progress bars.
+
+Stdlib and pydantic only (tqdm lazily); no model code.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import importlib.metadata
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from trainer.config import config_to_dict, resume_safe_fields
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+V = TypeVar("V")
+StrPath = str | os.PathLike[str]
+Status = Literal["running", "done", "failed"]
+MANIFEST_FILE = "run.json"
+
+
+class JsonlStore(Generic[T]):
+    """Records of one pydantic type in a JSON Lines file, one per line, unique by ``key``.
+
+    Each ``append`` writes whole lines under an exclusive ``flock``, then flushes and fsyncs, so a kill -9
+    loses at most the call in flight. A torn last line (a write cut short) is truncated away on open and
+    before each append. Keys already in the file, from any process, are skipped: rerunning a stage resumes it.
+
+    Example: ``JsonlStore(path, StepLabel, key=lambda r: (r.problem_id, r.candidate_id, r.step_index))``.
+    """
+
+    def __init__(self, path: StrPath, model: type[T], key: Callable[[T], Hashable]) -> None:
+        self.path = Path(path)
+        self.model = model
+        self.key = key
+        self._keys: set[Hashable] = set()
+        self._scanned = 0  # bytes of the file whose keys are in _keys; always just after a newline
+        self._mutex = threading.Lock()
+        if self.path.exists() and os.access(self.path, os.W_OK):
+            with self._locked(fcntl.LOCK_EX) as fd:
+                self._repair(fd)
+
+    def keys(self) -> set[Hashable]:
+        """The keys of every complete record in the file (cached; only new bytes are read)."""
+        with self._mutex:
+            if self.path.exists():
+                with self._locked(fcntl.LOCK_SH) as fd:
+                    self._refresh(fd)
+            return set(self._keys)
+
+    def read(self) -> Iterator[T]:
+        """The complete records in file order, as of the call (a torn last line is not a record)."""
+        if self.path.exists():
+            for _, record in self._records(0, self.path.stat().st_size):
+                yield record
+
+    def append(self, records: Iterable[T]) -> int:
+        """Append the records whose keys are not in the file yet (first one wins); return how many were written."""
+        batch = list(records)  # produce them before taking the lock: producing may be slow
+        for record in batch:
+            if not isinstance(record, self.model):
+                raise TypeError(f"{self.path}: expected {self.model.__name__}, got {type(record).__name__}")
+        if not batch:
+            return 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._mutex, self._locked(fcntl.LOCK_EX) as fd:
+            self._repair(fd)
+            self._refresh(fd)
+            new: dict[Hashable, bytes] = {}
+            for record in batch:
+                key = self.key(record)
+                if key not in self._keys and key not in new:
+                    new[key] = record.model_dump_json().encode() + b"\n"
+            if not new:
+                return 0
+            data = b"".join(new.values())
+            start = os.fstat(fd).st_size
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            except BaseException:
+                os.ftruncate(fd, start)  # never leave part of this call behind
+                raise
+            if start == 0:
+                _fsync_dir(self.path.parent)
+            self._keys.update(new)
+            self._scanned = start + len(data)
+        if len(new) < len(batch):
+            logger.debug("%s: skipped %d record(s) whose keys were present", self.path, len(batch) - len(new))
+        return len(new)
+
+    @contextmanager
+    def _locked(self, operation: int) -> Iterator[int]:
+        write = operation == fcntl.LOCK_EX
+        fd = os.open(self.path, (os.O_RDWR | os.O_CREAT | os.O_APPEND) if write else os.O_RDONLY, 0o644)
+        try:
+            fcntl.flock(fd, operation)
+            yield fd
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _repair(self, fd: int) -> None:
+        """Truncate a torn last line (no trailing newline), left by a writer killed mid-write."""
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        end = _after_last_newline(fd, size)
+        os.ftruncate(fd, end)
+        os.fsync(fd)
+        logger.warning("%s: removed a torn last line (%d bytes at byte %d) left by an interrupted write",
+                       self.path, size - end, end)
+
+    def _refresh(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        if size < self._scanned:
+            logger.warning("%s shrank behind this store's back; rereading its keys", self.path)
+            self._keys.clear()
+            self._scanned = 0
+        for end, record in self._records(self._scanned, size):
+            self._keys.add(self.key(record))
+            self._scanned = end
+
+    def _records(self, start: int, stop: int) -> Iterator[tuple[int, T]]:
+        """(end offset, record) for each complete line in bytes [start, stop) of the file."""
+        with self.path.open("rb") as fh:
+            fh.seek(start)
+            pos = start
+            for line in fh:
+                if not line.endswith(b"\n") or pos + len(line) > stop:
+                    return
+                pos += len(line)
+                if line.strip():
+                    yield pos, self._parse(line, pos - len(line))
+
+    def _parse(self, line: bytes, offset: int) -> T:
+        try:
+            return self.model.model_validate_json(line)
+        except ValidationError as exc:
+            raise ValueError(f"{self.path}: invalid {self.model.__name__} record at byte {offset}: {exc}") from exc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    pos = size
+    while pos > 0:
+        start = max(0, pos - (1 << 16))
+        i = os.pread(fd, pos - start, start).rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        pos = start
+    return 0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: StrPath, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically: a reader sees the old file or the new one, never a mix."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def file_sha256(path: StrPath) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@functools.cache
+def code_version() -> str:
+    """``git describe --always --dirty`` of this checkout, else the installed package version."""
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / ".git").exists():
+        try:
+            out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=repo, capture_output=True,
+                                 text=True, timeout=10, check=True)
+            return f"git:{out.stdout.strip()}"
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.debug("git describe failed: %s", exc)
+    try:
+        return f"dreamprm-code=={importlib.metadata.version('dreamprm-code')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class InputFile(BaseModel):
+    path: str
+    sha256: str
+    bytes: int
+
+
+class HostInfo(BaseModel):
+    hostname: str
+    platform: str
+    python: str
+    pid: int
+    cpus: int | None
+
+    @classmethod
+    def current(cls) -> HostInfo:
+        return cls(hostname=socket.gethostname(), platform=platform.platform(), python=platform.python_version(),
+                   pid=os.getpid(), cpus=os.cpu_count())
+
+
+class RunAttempt(BaseModel):
+    """One attempt at a stage: what ran, on what, where, and how it ended."""
+
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: Status = "running"
+    error: str | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    config: dict[str, Any]
+    inputs: list[InputFile] = Field(default_factory=list)
+    code_version: str
+    host: HostInfo
+
+
+class RunManifest(RunAttempt):
+    """``run.json`` next to a stage's outputs: the current attempt, plus earlier ones in ``history`` (oldest first)."""
+
+    stage: str
+    history: list[RunAttempt] = Field(default_factory=list)
+
+    @classmethod
+    def read(cls, out_dir: StrPath) -> RunManifest | None:
+        path = Path(out_dir) / MANIFEST_FILE
+        return cls.model_validate_json(path.read_bytes()) if path.is_file() else None
+
+    def write(self, out_dir: StrPath) -> None:
+        atomic_write_text(Path(out_dir) / MANIFEST_FILE, self.model_dump_json(indent=2) + "\n")
+
+
+class ConfigChangedError(ValueError):
+    """A stage resumed with a config that changes its outputs."""
+
+
+class StageRun:
+    """The running attempt of a stage (what ``stage`` yields): counts and manifest checkpoints."""
+
+    def __init__(self, out_dir: Path, manifest: RunManifest) -> None:
+        self.out_dir = out_dir
+        self.manifest = manifest
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.manifest.counts[name] = self.manifest.counts.get(name, 0) + n
+
+    def save(self) -> None:
+        self.manifest.write(self.out_dir)
+
+    def finish(self, status: Status, error: str | None = None) -> None:
+        self.manifest.status, self.manifest.error = status, error
+        self.manifest.finished_at = datetime.now(UTC)
+        self.save()
+
+
+def start_run(out_dir: StrPath, name: str, config: object, inputs: Sequence[StrPath] = (), *,
+              allow_config_change: bool = False) -> StageRun:
+    """Write ``run.json`` for a new attempt (status running), moving an earlier attempt into its history.
+
+    Raises:
+        ConfigChangedError: resuming with a config that differs in a field not marked ``resume_safe``
+            (unless ``allow_config_change``). Changed inputs are only logged: a resumed upstream grows them.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [InputFile(path=str(Path(p).resolve()), sha256=file_sha256(p), bytes=Path(p).stat().st_size)
+             for p in inputs]
+    attempt = RunAttempt(started_at=datetime.now(UTC), config=config_to_dict(config), inputs=files,
+                         code_version=code_version(), host=HostInfo.current())
+    history: list[RunAttempt] = []
+    if (previous := RunManifest.read(out)) is not None:
+        _check_resume(out, name, previous, attempt, resume_safe_fields(config), allow_config_change)
+        last = RunAttempt.model_validate(previous.model_dump(exclude={"stage", "history"}))
+        if last.status == "running":  # killed: it never recorded its end
+            last.status, last.error = "failed", "did not finish (killed, or still running elsewhere)"
+            logger.warning("%s: the last attempt of stage %s did not finish; resuming", out, name)
+        history = [*previous.history, last]
+    run = StageRun(out, RunManifest(stage=name, history=history, **attempt.model_dump()))
+    run.save()
+    return run
+
+
+def _check_resume(out: Path, name: str, previous: RunManifest, attempt: RunAttempt, safe: frozenset[str],
+                  allow_config_change: bool) -> None:
+    if previous.stage != name:
+        raise ValueError(f"{out} holds the outputs of stage {previous.stage!r}, not {name!r}")
+    old, new = _flatten(previous.config), _flatten(attempt.config)
+    changed = sorted(k for k in (old.keys() | new.keys()) - safe if old.get(k) != new.get(k))
+    if changed and not allow_config_change:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ConfigChangedError(f"{out}: resuming stage {name!r} with a different config ({detail}); "
+                                 "use a new output directory, or allow the change explicitly")
+    if sorted(f.sha256 for f in previous.inputs) != sorted(f.sha256 for f in attempt.inputs):
+        logger.warning("%s: the inputs of stage %s changed since the last attempt", out, name)
+    logger.info("%s: resuming stage %s (attempt %d; the last one ended %s)", out, name,
+                len(previous.history) + 2, previous.status)
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@contextmanager
+def stage(out_dir: StrPath, name: str, config: object, inputs: Sequence[StrPath] = (), *,
+          allow_config_change: bool = False) -> Iterator[StageRun]:
+    """Run a stage's body between ``run.json`` marked running and marked done (or failed, re-raising)."""
+    run = start_run(out_dir, name, config, inputs, allow_config_change=allow_config_change)
+    try:
+        yield run
+    except BaseException as exc:
+        run.finish("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    run.finish("done")
+
+
+def progress(iterable: Iterable[V], total: int | None = None, desc: str = "", *, force: bool = False) -> Iterator[V]:
+    """A tqdm progress bar on stderr; off when stderr is not a TTY (logs, CI) unless ``force``."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iter(iterable)
+    return iter(tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=not (force or sys.stderr.isatty()),
+                     dynamic_ncols=True))
