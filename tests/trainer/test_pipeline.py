@@ -1,0 +1,128 @@
+"""The whole trainer pipeline on a slice of the training set: a scripted policy, the real
+sandbox, the tiny PRM; then the export loads in the service with the trainer's scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from service.model import PRMModel
+from tests.conftest import shared_data
+from tests.tiny import tiny_prm
+from tests.trainer.fake_policy import FakePolicy
+from trainer.config import EvaluateConfig, ExecuteConfig, ExportConfig, FitConfig, GenerateConfig, LabelConfig
+from trainer.export import export_checkpoint
+from trainer.fit import build_examples, collate, fit, prepare_trainable
+from trainer.generate import make_candidate
+from trainer.meta_correct import CorrectConfig
+from trainer.pipeline import (
+    candidates_store,
+    execute_stage,
+    executed_candidates,
+    generate_stage,
+    label_stage,
+    label_table,
+    select_split,
+)
+from trainer.pipeline_train import correct_stage, evaluate_stage, export_stage, fit_stage
+from trainer.records import StepLabel
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """generate → execute → label on 4 train, 3 meta, 3 dev problems (shared across tests)."""
+    run = tmp_path_factory.mktemp("run")
+    chosen = select_split(shared_data("leetcodedataset_train.jsonl"), {"train": 4, "meta": 3, "dev": 3})
+    policy = FakePolicy([r.problem for r in chosen], p_bad=0.5)
+    gen = GenerateConfig(model="fake", backend="transformers", n=3, seed=1)
+    assert generate_stage(run, gen, chosen, references=True, policy=policy) == 40
+    assert generate_stage(run, gen, chosen, references=True, policy=policy) == 0  # resumed: nothing to do
+    assert execute_stage(run, ExecuteConfig(workers=2, wall_s=10)) == 40
+    label_stage(run, LabelConfig(rollouts=2, workers=2), gen, policy=policy)
+    return run
+
+
+def test_candidates_have_steps_and_outcomes(run: Path) -> None:
+    cands = executed_candidates(run)
+    assert len(cands) == 40
+    refs = [c for c in cands if c.provenance == "reference"]
+    assert refs and all(c.exec and c.exec.passed for c in refs)
+    assert any(c.exec and not c.exec.passed for c in cands)  # sabotaged ones fail
+    assert all(c.steps and "".join(s.text for s in c.steps) == c.code for c in cands)
+
+
+def test_labels_final_is_clean_and_prefixes_are_rollout_rates(run: Path) -> None:
+    labels = label_table(run)
+    cands = {(c.problem_id, c.candidate_id): c for c in executed_candidates(run, "train")}
+    assert {(k[0], k[1]) for k in labels} == set(cands)  # only train candidates are labelled
+    for (pid, cid, k), lb in labels.items():
+        cand = cands[(pid, cid)]
+        if k == len(cand.steps) - 1:
+            assert lb.final and lb.mc_label == float(cand.exec.passed)  # type: ignore[union-attr]
+        else:
+            assert not lb.final and lb.n_rollouts == 2 and lb.mc_label == lb.n_pass / 2
+
+
+def test_fit_correct_evaluate_export(run: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    fit_cfg = FitConfig(model=str(tiny_checkpoint), lr=5e-3, epochs=2, batch_size=4, grad_accum=1, lora_r=4)
+    history = fit_stage(run, fit_cfg)
+    assert all(torch.isfinite(torch.tensor(h.get("dev_loss", h.get("train_loss", 0.0)))) for h in history)
+    losses = correct_stage(run, fit_cfg, CorrectConfig(iterations=4, batch_size=4, meta_batch_size=4, lr=5e-3))
+    assert set(losses) == {"corrected", "uncorrected"}
+    corrected = [json.loads(line) for line in (run / "correct" / "labels.jsonl").read_text().splitlines()]
+    assert corrected and all(0.0 <= r["corrected"] <= 1.0 for r in corrected)
+    report = evaluate_stage(run, EvaluateConfig(bootstrap=50), policy_name="fake-policy")
+    assert report["n_problems"] == 3
+    written = {p.name for p in (run / "evaluate").iterdir()}
+    assert {"eval.json", "eval.md", "calibration.png", "best_of_n.png"} <= written
+    out = export_stage(run, ExportConfig(name="test-prm"), tmp_path / "exported")
+    served = PRMModel.load(out, device="cpu", dtype="float32")
+    assert served.name == "test-prm" and "Evaluation" in (out / "MODEL_CARD.md").read_text()
+    rows = (run / "export" / "trl_prm.jsonl").read_text().splitlines()
+    assert rows and set(json.loads(rows[0])) == {"prompt", "completions", "labels"}
+
+
+def test_resume_after_partial_generate(tmp_path: Path) -> None:
+    chosen = select_split(shared_data("leetcodedataset_train.jsonl"), {"train": 3, "meta": 0, "dev": 0})
+    policy = FakePolicy([r.problem for r in chosen])
+    gen = GenerateConfig(model="fake", backend="transformers", n=2)
+    generate_stage(tmp_path, gen, chosen[:1], references=False, policy=policy)
+    generate_stage(tmp_path, gen, chosen, references=False, policy=policy)
+    keys = [(c.problem_id, c.candidate_id) for c in candidates_store(tmp_path).read()]
+    assert len(keys) == len(set(keys)) == 6
+
+
+def test_export_round_trip_scores_equal_trainer_eval_mode(tmp_path: Path) -> None:
+    """fit a tiny LoRA PRM → export → the service's PRMModel → the same scores as in training."""
+    model = tiny_prm(seed=3)
+    data = [json.loads(line) for line in shared_data("leetcodedataset_train.jsonl").read_text().splitlines()[:6]]
+    from trainer.records import Problem
+
+    problems = {d["id"]: Problem.model_validate(d) for d in data}
+    cands = [make_candidate(p, "ref", p.canonical_solution or "", policy="ref", template="t")
+             for p in problems.values()]
+    labels = {(c.problem_id, c.candidate_id, s.index): StepLabel(problem_id=c.problem_id, candidate_id=c.candidate_id,
+                                                                  step_index=s.index, mc_label=0.7, n_rollouts=2,
+                                                                  n_pass=1, final=False)
+              for c in cands for s in c.steps}
+    examples, _ = build_examples(model.tokenizer, model.manifest.separator_token, problems, cands, labels,
+                                 max_tokens=1024)
+    cfg = FitConfig(model="tiny", lr=1e-2, epochs=1, batch_size=3, grad_accum=1, lora_r=4, bf16=False)
+    network = prepare_trainable(model.network, cfg, model.separator_id)
+    fit(network, examples, examples, cfg, pad_id=model.pad_id)
+    network.eval()
+    batch = collate(examples, model.pad_id)
+    with torch.inference_mode():
+        trained = network(**batch.inputs)[batch.positions[:, 0], batch.positions[:, 1]]
+    export_checkpoint(network, model.tokenizer, tmp_path / "ckpt", name="rt", base_model=model.manifest.base_model,
+                      max_tokens=1024, default_aggregation="min", training={}, metrics={}, card="# rt\n")
+    served = PRMModel.load(tmp_path / "ckpt", device="cpu", dtype="float32")
+    steps = {c.problem_id: [s.text for s in c.steps] for c in cands}
+    got = [x for e in examples
+           for x in served.forward([served.encode(problems[e.problem_id].prompt, steps[e.problem_id])])[0]]
+    assert got == pytest.approx(trained.tolist(), abs=1e-4)
