@@ -18,7 +18,8 @@ ALLOWED_HTTP = {"service/app.py", "service/routes.py", "service/cli.py"}
 PURE = {"service/schemas.py": {"pydantic", "service"}, "service/errors.py": set(),
         "service/steps.py": {"service"}, "service/encoding.py": {"service"},
         "service/aggregate.py": set(), "service/steps_treesitter.py": {"service", "tree_sitter",
-                                                                      "tree_sitter_language_pack"}}
+                                                                      "tree_sitter_language_pack"},
+        "service/sandbox.py": {"service"}, "service/sandbox_runner.py": set()}
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,0 +1,561 @@
+"""Code-execution sandbox: a program plus its tests run in a fresh, unprivileged, network-less process tree.
+
+Stdlib only (no torch, fastapi, pydantic, trainer) so the service's public-test filter and the trainer share it;
+the child side is ``service.sandbox_runner``. ``sandbox_host()`` probes once what this machine provides.
+
+Isolation model, per run (a functional program with all its asserts, or one stdin test):
+* Processes: launcher -> monitor -> candidate (``python -s -P``: ``-I`` minus ``-E``, because the environment
+  is ours, minimal (no caller variables such as API keys) and pins ``PYTHONHASHSEED=0`` so verdicts are
+  reproducible). New session; new PID namespace where possible, with the monitor as its PID 1, so the whole
+  tree dies with it; the group is SIGKILLed at the wall limit and stragglers are swept by uid (``/proc``).
+* Privileges: as root the candidate runs as its own uid from ``SANDBOX_UID_BASE`` .. +``SANDBOX_UID_COUNT``
+  (gid = uid, no groups, flock-leased so no two concurrent runs, in any process, share one), so it cannot
+  signal the caller, PID 1 or other runs, read their ``/proc`` entries, or share an ``RLIMIT_NPROC`` budget.
+  Not root: no uid change; a user namespace is used only to make the network and PID namespaces.
+* Interpreter: the first of the caller's and the system's ``pythonX.Y`` that the sandbox uid can execute (a
+  pyenv under /root is not); if it is not the caller's, the caller's site-packages (same ABI) go on PYTHONPATH,
+  so programs see the same third-party packages (LeetCode references use ``sortedcontainers``).
+* Limits: RLIMIT_AS, CPU, NPROC, FSIZE, NOFILE, CORE=0; stdout+stderr capped (``output_limit``, tree killed).
+* Network: ``NETWORK_ISOLATION == "namespace"``: an empty network namespace (not even loopback). ``"guard"``
+  (no namespace could be made): socket creation is patched away in the runner before the program runs, which
+  stops ordinary code but not ctypes/raw syscalls or subprocesses.
+* Files: cwd, HOME and TMPDIR are a fresh 0700 temp dir owned by the run's uid, removed afterwards. The run
+  can write only where "others" may: not the project, the caller's home or other runs' dirs (as root), but
+  world-writable places such as /tmp, /var/tmp and /dev/shm are writable and their files outlive the run
+  (each at most ``max_file_mb``; no quota on their number). Not root, the program can write as the caller.
+  Reading is only limited by file permissions: world-readable files (this repository, ../shared/data with its
+  hidden tests) are readable.
+* Results: JSON events on an inherited pipe, tagged with a nonce from a payload file deleted before the
+  program runs; stdout is never parsed, so printing a fake success does nothing. Code in the same interpreter
+  can still introspect the runner (frames, fds): this stops accidental and naive reward hacking, not a
+  determined in-process adversary.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import resource
+import secrets
+import selectors
+import shutil
+import signal
+import site
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from service import sandbox_runner
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["passed", "wrong_answer", "runtime_error", "timeout", "memory", "output_limit",
+                 "syntax_error", "killed", "sandbox_error"]
+TestType = Literal["functional", "stdin"]
+NetworkIsolation = Literal["namespace", "guard"]
+SANDBOX_UID_BASE = 64000
+SANDBOX_UID_COUNT = 64
+_STATUSES: frozenset[str] = frozenset(get_args(Status))
+_TAIL = 2000
+_RESULT_CAP = 1 << 22
+_GRACE_S = 0.2
+_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits of one run. ``wall_s`` bounds a functional run (program + all asserts in one process);
+    ``per_test_s`` bounds each stdin test, which is its own run (LiveCodeBench style); ``assert_s`` is an
+    optional SIGALRM budget per assert inside a functional run (tests that use SIGALRM themselves override it)."""
+
+    wall_s: float = 10.0
+    per_test_s: float = 6.0
+    assert_s: float | None = None
+    cpu_s: int | None = None  # None: the run's wall limit, rounded up
+    memory_mb: int = 1024  # address space
+    max_procs: int = 32  # processes + threads
+    max_file_mb: int = 64
+    max_open_files: int = 256
+    max_output_bytes: int = 1 << 20  # stdout + stderr of one run
+
+    def __post_init__(self) -> None:
+        if min(self.wall_s, self.per_test_s, self.memory_mb, self.max_procs, self.max_file_mb,
+               self.max_open_files, self.max_output_bytes, self.cpu_s or 1, self.assert_s or 1) <= 0:
+            raise ValueError(f"limits must be positive: {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class TestSpec:
+    """``assert``: Python run after the program; ``io``: stdin and the expected stdout."""
+
+    __test__ = False  # not a pytest class
+    kind: Literal["assert", "io"]
+    code: str | None = None
+    input: str | None = None
+    output: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    status: Status
+    passed: bool
+    n_tests: int
+    n_passed: int
+    seconds: float
+    first_failure: str | None  # "test 3: AssertionError", capped
+    stdout_tail: str
+    stderr_tail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxJob:
+    code: str
+    tests: Sequence[TestSpec]
+    test_type: TestType
+    setup_code: str = ""
+    limits: Limits = Limits()
+    stop_at_first_failure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxHost:
+    python: str  # the interpreter candidates run on
+    network: NetworkIsolation
+    unshare_flags: int
+    drop_to_uid: bool  # root: each run gets its own uid
+    site_dirs: tuple[str, ...] = ()  # the caller's site-packages, when ``python`` is another interpreter
+
+
+@dataclass(frozen=True, slots=True)
+class _Payload:
+    mode: TestType
+    code: str
+    setup: str
+    tests: tuple[str, ...]
+    assert_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    events: list[dict[str, Any]]
+    stdout: bytes
+    stderr: bytes
+    limit: Literal["timeout", "output_limit"] | None
+    status: int | None  # the candidate's wait status, from the monitor
+
+    def event(self, name: str) -> dict[str, Any] | None:
+        return next((ev for ev in self.events if ev["ev"] == name), None)
+
+
+def run_tests(code: str, tests: Sequence[TestSpec], *, test_type: TestType, setup_code: str = "",
+              limits: Limits = Limits(), stop_at_first_failure: bool = False) -> ExecResult:
+    """Run ``code`` on ``tests``; never raises for anything the program does.
+
+    Functional: one process runs ``setup_code``, the program and every assert (each counted on its own).
+    Stdin: each test is a fresh process fed ``input``; stdout is compared with ``outputs_match``.
+    ``status`` is the kind of the first failure in order (program, then tests); a test in progress when a
+    limit hit, and every test after it, fails with that limit's kind.
+    """
+    return _execute(SandboxJob(code, tests, test_type, setup_code, limits, stop_at_first_failure))
+
+
+def run_many(jobs: Sequence[SandboxJob], *, workers: int) -> list[ExecResult]:
+    """``run_tests`` for each job, ``workers`` at a time, results in job order."""
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sandbox") as pool:
+        return list(pool.map(_execute, jobs))
+
+
+def outputs_match(actual: str, expected: str) -> bool:
+    """LiveCodeBench-style stdout comparison.
+
+    Trailing whitespace is stripped from each line and from the whole output, then lines are compared; the
+    line counts must agree. Lines that differ are split into whitespace-separated tokens (same count needed);
+    tokens that differ match if both are integers of equal value, or both decimal numbers within 1e-6
+    (relative or absolute).
+    """
+    got, want = _lines(actual), _lines(expected)
+    if got == want:
+        return True
+    return len(got) == len(want) and all(a == b or _tokens_match(a.split(), b.split())
+                                         for a, b in zip(got, want, strict=True))
+
+
+_INT = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.rstrip().splitlines()]
+
+
+def _tokens_match(got: list[str], want: list[str]) -> bool:
+    return len(got) == len(want) and all(_token_match(a, b) for a, b in zip(got, want, strict=True))
+
+
+def _token_match(a: str, b: str) -> bool:
+    try:
+        if _INT.fullmatch(a) and _INT.fullmatch(b):
+            return int(a) == int(b)
+        if _NUMBER.fullmatch(a) and _NUMBER.fullmatch(b):
+            return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-6)
+    except ValueError:  # integers beyond int()'s digit limit
+        pass
+    return a == b
+
+
+_host_lock = threading.Lock()
+_host_cache: list[SandboxHost | None] = []
+
+
+def sandbox_host() -> SandboxHost | None:
+    """What this machine provides, probed once by running a tiny program; None if nothing works."""
+    with _host_lock:
+        if not _host_cache:
+            _host_cache.append(_detect_host())
+        return _host_cache[0]
+
+
+def network_isolation() -> NetworkIsolation:
+    host = sandbox_host()
+    if host is None:
+        raise RuntimeError("the sandbox cannot run programs on this machine (see the log)")
+    return host.network
+
+
+def __getattr__(name: str) -> NetworkIsolation:  # NETWORK_ISOLATION, probed lazily on first access
+    if name == "NETWORK_ISOLATION":
+        return network_isolation()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _interpreters(root: bool) -> list[str]:
+    """Candidate interpreters; as root the first one the sandbox uid can execute wins (pyenv under /root can't)."""
+    if not root:
+        return [sys.executable]
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found = [sys.executable, getattr(sys, "_base_executable", ""), os.path.realpath(sys.executable),
+             shutil.which(version) or "", f"/usr/local/bin/{version}", f"/usr/bin/{version}"]
+    return list(dict.fromkeys(p for p in found if p and os.path.isfile(p)))
+
+
+def _detect_host() -> SandboxHost | None:
+    root = os.geteuid() == 0
+    namespaces = sandbox_runner.CLONE_NEWNET | sandbox_runner.CLONE_NEWPID
+    namespaces |= 0 if root else sandbox_runner.CLONE_NEWUSER
+    modes: tuple[tuple[int, NetworkIsolation], ...] = ((namespaces, "namespace"), (0, "guard"))
+    for flags, network in modes:
+        for exe in _interpreters(root):
+            # another build of the same X.Y (same ABI) gets the caller's packages, as sys.executable would
+            site_dirs = () if exe == sys.executable else tuple(p for p in site.getsitepackages() if os.path.isdir(p))
+            host = SandboxHost(exe, network, flags, root, site_dirs)
+            with _uid_lease(host) as uid:
+                run = _spawn(host, uid, _Payload("functional", "import sys", "", (), None), Limits(), 10.0, None)
+            if run.event("done") is not None:
+                logger.info("sandbox: %s (+ %s), network isolation %s, own uid per run: %s", exe, site_dirs, network,
+                            root)
+                return host
+            logger.info("sandbox probe failed (%s, %s): %s", exe, network, _terminal(run)[1])
+    logger.error("sandbox: no interpreter/isolation combination works; every run will be sandbox_error")
+    return None
+
+
+def _execute(job: SandboxJob) -> ExecResult:
+    start, n = time.monotonic(), len(job.tests)
+    want = "assert" if job.test_type == "functional" else "io"
+    if any(t.kind != want for t in job.tests):
+        raise ValueError(f"{job.test_type} problems take {want!r} tests only")
+    host = sandbox_host()
+    if host is None:
+        return _result("sandbox_error", n, 0, start, "the sandbox is unavailable on this machine", None)
+    with _uid_lease(host) as uid:
+        if job.test_type == "stdin":
+            return _execute_stdin(host, uid, job, start)
+        payload = _Payload("functional", job.code, job.setup_code, tuple(t.code or "" for t in job.tests),
+                           job.limits.assert_s)
+        run = _spawn(host, uid, payload, job.limits, job.limits.wall_s, None)
+    status, n_passed, failure = _judge_functional(run, n)
+    return _result(status, n, n_passed, start, failure, run)
+
+
+def _execute_stdin(host: SandboxHost, uid: int | None, job: SandboxJob, start: float) -> ExecResult:
+    payload = _Payload("stdin", job.code, job.setup_code, (), None)
+    status: Status = "passed"
+    n_passed, failure, shown = 0, None, None
+    for i, test in enumerate(job.tests):
+        run = _spawn(host, uid, payload, job.limits, job.limits.per_test_s, (test.input or "").encode())
+        kind, why = _judge_stdin(run, test.output or "")
+        if kind == "passed":
+            n_passed += 1
+            shown = shown or run
+            continue
+        if status == "passed":
+            status, failure, shown = kind, why if kind in ("syntax_error", "sandbox_error") else f"test {i}: {why}", run
+        if job.stop_at_first_failure or kind in ("syntax_error", "sandbox_error"):
+            break
+    return _result(status, len(job.tests), n_passed, start, failure, shown)
+
+
+def _result(status: Status, n: int, n_passed: int, start: float, failure: str | None, run: _Run | None) -> ExecResult:
+    def tail(data: bytes) -> str:
+        return data[-_TAIL:].decode("utf-8", errors="replace")
+
+    return ExecResult(status, status == "passed", n, n_passed, round(time.monotonic() - start, 4),
+                      failure[:_TAIL // 4] if failure else None,
+                      tail(run.stdout) if run else "", tail(run.stderr) if run else "")
+
+
+def _status(kind: object) -> Status:
+    return kind if isinstance(kind, str) and kind in _STATUSES else "runtime_error"  # type: ignore[return-value]
+
+
+def _terminal(run: _Run) -> tuple[Status, str]:
+    """Why the process tree ended without reporting the phase in progress."""
+    if run.limit == "timeout":
+        return "timeout", "time limit exceeded"
+    if run.limit == "output_limit":
+        return "output_limit", "output limit exceeded"
+    if (ev := run.event("sandbox_error")) is not None:
+        return "sandbox_error", str(ev.get("msg"))
+    if run.status is None:
+        return "killed", "the process tree was killed"
+    memory = b"MemoryError" in run.stderr[-_TAIL:]
+    if os.WIFSIGNALED(run.status):
+        sig = os.WTERMSIG(run.status)
+        if sig == signal.SIGXCPU:
+            return "timeout", "CPU time limit exceeded"
+        kind: Status = "memory" if memory else "killed" if sig == signal.SIGKILL else "runtime_error"
+        return kind, f"killed by signal {sig}"
+    code = os.waitstatus_to_exitcode(run.status)
+    return ("memory" if memory else "runtime_error"), f"exited with code {code} before reporting"
+
+
+def _early_failure(run: _Run) -> tuple[Status, str] | None:
+    """A launch failure, a syntax error, or a program that did not get through its own top level."""
+    if (ev := run.event("sandbox_error")) is not None:
+        return "sandbox_error", str(ev.get("msg"))
+    if (ev := run.event("compile")) is not None:
+        return "syntax_error", str(ev.get("msg"))
+    solution = run.event("solution")
+    if solution is None:
+        kind, why = _terminal(run)
+        return kind, f"program: {why}"
+    return None if solution.get("ok") is True else (_status(solution.get("kind")), f"program: {solution.get('msg')}")
+
+
+def _judge_functional(run: _Run, n_tests: int) -> tuple[Status, int, str | None]:
+    tests: dict[int, dict[str, Any]] = {}
+    for ev in run.events:
+        if ev["ev"] == "test" and isinstance(ev.get("i"), int) and 0 <= ev["i"] < n_tests:
+            tests.setdefault(ev["i"], ev)
+    if (early := _early_failure(run)) is not None:
+        return early[0], 0, early[1]
+    n_passed = sum(ev.get("ok") is True for ev in tests.values())
+    for i in range(n_tests):
+        if (test := tests.get(i)) is None:
+            kind, why = _terminal(run)
+            return kind, n_passed, f"test {i}: {why}"
+        if test.get("ok") is not True:
+            return _status(test.get("kind")), n_passed, f"test {i}: {test.get('msg')}"
+    if run.event("done") is None:
+        kind, why = _terminal(run)
+        return kind, n_passed, why
+    return "passed", n_passed, None
+
+
+def _judge_stdin(run: _Run, expected: str) -> tuple[Status, str | None]:
+    # a program may end itself (os._exit(0) after printing) before the runner reports it: that is success
+    ended_itself = run.limit is None and run.status == 0 and not any(ev["ev"] != "exit" for ev in run.events)
+    if (early := _early_failure(run)) is not None and not ended_itself:
+        return early
+    if run.limit is not None:
+        return _terminal(run)
+    actual = run.stdout.decode("utf-8", errors="replace")
+    if outputs_match(actual, expected):
+        return "passed", None
+    return "wrong_answer", f"expected {expected[:60]!r}, got {actual[:60]!r}"
+
+
+def _lock_dir() -> Path:
+    """A directory only we can write (so a sandboxed program cannot pre-empt the lock files)."""
+    for parent in (Path("/run"), Path(tempfile.gettempdir())):
+        path = parent / f"dreamprm-sandbox-{os.geteuid()}"
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+            info = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077:
+            return path
+    raise RuntimeError("no private directory for the sandbox uid locks")
+
+
+@contextmanager
+def _uid_lease(host: SandboxHost) -> Iterator[int | None]:
+    """An exclusive sandbox uid (root only), flock-ed so that threads and other processes never share one."""
+    if not host.drop_to_uid:
+        yield None
+        return
+    locks, first = _lock_dir(), secrets.randbelow(SANDBOX_UID_COUNT)
+    while True:
+        for k in range(SANDBOX_UID_COUNT):
+            uid = SANDBOX_UID_BASE + (first + k) % SANDBOX_UID_COUNT
+            fd = os.open(locks / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                _kill_uid(uid)  # leftovers of a caller that crashed mid-run
+                yield uid
+            finally:
+                os.close(fd)
+            return
+        time.sleep(0.02)
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of a sandbox uid (through a pidfd checked after opening: no recycled pid is hit)."""
+    for _ in range(200):
+        tasks = sandbox_runner.uid_tasks(uid)
+        if not tasks:
+            return
+        for pid, _threads in tasks:
+            with suppress(OSError):
+                pidfd = os.pidfd_open(pid)
+                try:
+                    if sandbox_runner.is_live_task_of(sandbox_runner.proc_status(str(pid)), uid):
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                finally:
+                    os.close(pidfd)
+        time.sleep(0.005)
+    logger.warning("sandbox: processes of uid %d survive SIGKILL", uid)
+
+
+def _spawn(host: SandboxHost, uid: int | None, payload: _Payload, limits: Limits, wall_s: float,
+           stdin: bytes | None) -> _Run:
+    """One run in a fresh temp dir; the process tree and the dir are gone when this returns."""
+    run_dir = tempfile.mkdtemp(prefix="dreamprm-sbx-")
+    try:
+        nonce = secrets.token_hex(16)
+        payload_path = os.path.join(run_dir, sandbox_runner.PAYLOAD_NAME)
+        Path(payload_path).write_text(json.dumps({**asdict(payload), "nonce": nonce, "guard": host.network == "guard"}))
+        if uid is not None:
+            os.chown(run_dir, uid, uid)
+            os.chown(payload_path, uid, uid)
+        read_fd, write_fd = os.pipe()
+        try:
+            with _stdin_fd(stdin) as in_fd:
+                proc = subprocess.Popen(_launcher_argv(host, uid, run_dir, write_fd, limits, wall_s), stdin=in_fd,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(write_fd,),
+                                        env=dict(_ENV), cwd=run_dir, start_new_session=True)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        try:
+            return _collect(proc, read_fd, nonce, limits.max_output_bytes, wall_s)
+        finally:
+            os.close(read_fd)
+            _kill_tree(proc, uid)
+    finally:
+        shutil.rmtree(run_dir, onerror=_force_remove)
+
+
+def _launcher_argv(host: SandboxHost, uid: int | None, run_dir: str, res_fd: int, limits: Limits,
+                   wall_s: float) -> list[str]:
+    cpu, mib = limits.cpu_s or math.ceil(wall_s), 1 << 20
+    same = [(resource.RLIMIT_AS, limits.memory_mb * mib), (resource.RLIMIT_NPROC, limits.max_procs),
+            (resource.RLIMIT_FSIZE, limits.max_file_mb * mib), (resource.RLIMIT_NOFILE, limits.max_open_files),
+            (resource.RLIMIT_CORE, 0)]
+    rlimits = [(r, v, v) for r, v in same] + [(resource.RLIMIT_CPU, cpu, cpu + 1)]  # SIGXCPU, then SIGKILL
+    return sandbox_runner.launcher_argv(exe=host.python, run_dir=run_dir, res_fd=res_fd, unshare=host.unshare_flags,
+                                        uid=uid, rlimits=rlimits, env=_ENV | {"HOME": run_dir, "TMPDIR": run_dir}
+                                        | ({"PYTHONPATH": os.pathsep.join(host.site_dirs)} if host.site_dirs else {}))
+
+
+@contextmanager
+def _stdin_fd(data: bytes | None) -> Iterator[int]:
+    """A read-only fd on an unlinked file holding ``data`` (or on /dev/null)."""
+    if data is None:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    else:
+        with tempfile.TemporaryFile() as fh:
+            fh.write(data)
+            fh.flush()
+            fd = os.open(f"/proc/self/fd/{fh.fileno()}", os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _collect(proc: subprocess.Popen[bytes], res_fd: int, nonce: str, cap: int, wall_s: float) -> _Run:
+    """Read stdout, stderr and the result pipe until EOF, the wall limit or the output cap."""
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    bufs = {out: bytearray(), err: bytearray(), res_fd: bytearray()}
+    limit: Literal["timeout", "output_limit"] | None = None
+    deadline, exited_at = time.monotonic() + wall_s, math.inf
+    with selectors.DefaultSelector() as sel:
+        for fd in bufs:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                limit = "timeout"
+                break
+            if exited_at == math.inf and _has_exited(proc.pid):
+                exited_at = now
+            if now - exited_at > _GRACE_S:
+                break  # descendants of a finished program still hold the pipes
+            for key, _ in sel.select(min(deadline - now, 0.1)):
+                chunk = os.read(key.fd, 1 << 16)
+                bufs[key.fd] += chunk
+                if not chunk:
+                    sel.unregister(key.fd)
+            if len(bufs[out]) + len(bufs[err]) > cap or len(bufs[res_fd]) > _RESULT_CAP:
+                limit = "output_limit"
+                break
+    events, status = sandbox_runner.parse_events(bytes(bufs[res_fd]), nonce)
+    return _Run(events, bytes(bufs[out][:cap]), bytes(bufs[err][:cap]), limit, status)
+
+
+def _has_exited(pid: int) -> bool:
+    """Checked without reaping, so the pid (our process group id) cannot be recycled before the group is killed."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _kill_tree(proc: subprocess.Popen[bytes], uid: int | None) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    if uid is not None:
+        _kill_uid(uid)  # whatever left the group (setsid) and, without a PID namespace, orphans
+
+
+def _force_remove(func: Any, path: str, exc_info: Any) -> None:
+    """rmtree's error hook: a program may have chmod-ed its own dirs to 0 (only matters when not root)."""
+    try:
+        os.chmod(os.path.dirname(path), 0o700)
+        func(path)
+    except OSError:
+        logger.warning("sandbox: could not remove %s", path)
