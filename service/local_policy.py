@@ -53,7 +53,7 @@ def load_causal_lm(source: Path, *, dtype: torch.dtype = torch.float32) -> tuple
     else:
         kwargs, directory = {}, source
     tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
     if getattr(model, "hf_quantizer", None) is not None:  # GGUF: weights are already de-quantised
         model.hf_quantizer.remove_quantization_config(model)
     return model.to(dtype).eval(), tokenizer

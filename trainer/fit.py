@@ -164,8 +164,12 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
     """Train ``network`` in place; ``targets``/``weights`` (by sample id) override the example labels
     (corrected labels from meta correction). Runs under ``accelerate`` (one or several processes)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     torch.manual_seed(config.seed)
+    # AcceleratorState is a process-wide singleton: a second fit in the same process (correct after fit,
+    # the uncorrected ablation) may ask for another precision. Keep the process group, drop the rest.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.grad_accum,
                               mixed_precision="bf16" if config.bf16 and _bf16_ok() else "no")
     params = [p for p in network.parameters() if p.requires_grad]
