@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+CODE_STOP = ("\n```",)  # the end of the code block: nothing after it is needed
 TEMPLATE_STDIN = "cof-v1-stdin"
 TEMPLATE_FUNCTIONAL = "cof-v1-functional"
 

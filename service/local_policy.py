@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ def load_causal_lm(source: Path, *, dtype: torch.dtype = torch.float32) -> tuple
 class TransformersPolicy:
     """Sampling with ``model.generate``; one generation at a time (a lock), off the event loop."""
 
+    prefers_one_request = True  # n samples in one batched generate call beat n calls behind the lock
+
     def __init__(self, model: Any, tokenizer: Any, *, name: str) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -90,6 +93,11 @@ class TransformersPolicy:
             kwargs.update(temperature=request.temperature, top_p=request.top_p)
         if request.stop:
             kwargs.update(stop_strings=list(request.stop), tokenizer=self.tokenizer)
+        if request.timeout_s is not None:
+            kwargs["max_time"] = request.timeout_s  # stop where we are: partial samples, marked "timeout"
+        if request.model is not None and request.model != self.name:
+            raise InvalidInput(f"this server's policy is {self.name!r}; it cannot switch to {request.model!r}")
+        started = time.monotonic()
         with self._lock, torch.inference_mode():
             if request.seed is not None:
                 torch.manual_seed(request.seed)
@@ -101,8 +109,10 @@ class TransformersPolicy:
             stopped = eos in ids
             ids = ids[: ids.index(eos)] if stopped else ids
             text_out = self.tokenizer.decode(ids, skip_special_tokens=True)
-            gens.append(Generation(text_out, "stop" if stopped or len(ids) < request.max_tokens else "length",
-                                   len(ids)))
+            reason = "stop" if stopped or len(ids) < request.max_tokens else "length"
+            if request.timeout_s is not None and not stopped and time.monotonic() - started >= request.timeout_s:
+                reason = "timeout"
+            gens.append(Generation(text_out, reason, len(ids)))
         return gens
 
     async def aclose(self) -> None:

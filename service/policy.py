@@ -11,7 +11,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 
@@ -32,6 +32,8 @@ class GenerationRequest:
     max_tokens: int = 768
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    model: str | None = None  # override the backend's model, where it serves several
+    timeout_s: float | None = None  # a local backend stops generating after this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,8 @@ class Policy(Protocol):
 class OpenAIPolicy:
     """Client of an OpenAI-compatible server (``vllm serve``, llama.cpp, TGI...).
 
-    Uses ``/v1/chat/completions``; a prefix is sent with vLLM's ``continue_final_message``.
+    Uses ``/v1/chat/completions`` (a prefix is sent with vLLM's ``continue_final_message``), or with
+    ``endpoint="completions"`` ``/v1/completions`` on a plain-text rendering of the chat (base models).
     Servers that ignore ``n`` (llama.cpp answers one choice) are topped up with parallel calls.
     Retries 429/5xx/connection errors with exponential backoff and jitter.
     """
@@ -64,6 +67,7 @@ class OpenAIPolicy:
     timeout_s: float = 120.0
     retries: int = 3
     concurrency: int = 8
+    endpoint: Literal["chat", "completions"] = "chat"
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
     name: str = field(init=False)
     _client: httpx.AsyncClient = field(init=False, repr=False)
@@ -72,7 +76,8 @@ class OpenAIPolicy:
     def __post_init__(self) -> None:
         self.name = f"openai:{self.model}"
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._client = httpx.AsyncClient(base_url=self.base_url.rstrip("/"), headers=headers,
+        root = self.base_url.rstrip("/").removesuffix("/v1")  # accept both http://h:8000 and http://h:8000/v1
+        self._client = httpx.AsyncClient(base_url=root, headers=headers,
                                          timeout=httpx.Timeout(self.timeout_s, connect=10.0),
                                          transport=self.transport)
         self._sem = asyncio.Semaphore(self.concurrency)
@@ -86,11 +91,15 @@ class OpenAIPolicy:
         return out[: request.n]
 
     async def _call(self, request: GenerationRequest, n: int) -> list[Generation]:
-        body = _chat_body(self.model, request, n)
+        model = request.model or self.model or await self._served_model()
+        if self.endpoint == "chat":
+            body, path = _chat_body(model, request, n), "/v1/chat/completions"
+        else:
+            body, path = _completion_body(model, request, n), "/v1/completions"
         for attempt in range(self.retries + 1):
             try:
                 async with self._sem:
-                    response = await self._client.post("/v1/chat/completions", json=body)
+                    response = await self._client.post(path, json=body)
             except httpx.TimeoutException as exc:
                 error: Exception = PolicyTimeout(f"policy timed out after {self.timeout_s:.0f}s")
                 error.__cause__ = exc
@@ -98,7 +107,7 @@ class OpenAIPolicy:
                 error = PolicyError(f"policy unreachable: {exc}")
             else:
                 if response.status_code == 200:
-                    return _parse_choices(response)
+                    return _parse_choices(response, chat=self.endpoint == "chat")
                 error = PolicyError(f"policy answered {response.status_code}: {response.text[:200]}")
                 if response.status_code not in (408, 429) and response.status_code < 500:
                     raise error
@@ -108,6 +117,16 @@ class OpenAIPolicy:
             logger.warning("policy call failed (%s); retry %d in %.1fs", error, attempt + 1, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def _served_model(self) -> str:
+        """The server's first model (``GET /v1/models``), when no model name was configured."""
+        try:
+            response = await self._client.get("/v1/models")
+            self.model = str(response.json()["data"][0]["id"])
+        except (httpx.HTTPError, json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise PolicyError(f"no policy model configured and the server did not list one: {exc!r}") from exc
+        self.name = f"openai:{self.model}"
+        return self.model
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -128,13 +147,23 @@ def _chat_body(model: str, request: GenerationRequest, n: int) -> dict[str, Any]
     return body
 
 
-def _parse_choices(response: httpx.Response) -> list[Generation]:
+def _completion_body(model: str, request: GenerationRequest, n: int) -> dict[str, Any]:
+    prompt = "\n\n".join(f"{m['content']}" for m in request.messages) + "\n\n" + request.prefix
+    body = _chat_body(model, request, n)
+    for key in ("messages", "add_generation_prompt", "continue_final_message"):
+        body.pop(key, None)
+    body["prompt"] = prompt
+    return body
+
+
+def _parse_choices(response: httpx.Response, *, chat: bool = True) -> list[Generation]:
     try:
         data = response.json()
         choices = data["choices"]
         usage = data.get("usage") or {}
         per_choice = int(usage.get("completion_tokens", 0)) // max(1, len(choices))
-        return [Generation(text=str(c["message"]["content"] or ""), finish_reason=str(c.get("finish_reason")),
+        return [Generation(text=str((c["message"]["content"] if chat else c["text"]) or ""),
+                           finish_reason=str(c.get("finish_reason")),
                            completion_tokens=per_choice) for c in choices]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise PolicyError(f"policy sent a malformed reply: {response.text[:200]!r}") from exc

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from service.cof import assistant_prefix, cof_prompt
+from service.cof import CODE_STOP, assistant_prefix, cof_prompt
 from service.errors import InvalidInput
 from service.policy import GenerationRequest, Policy
 from service.steps import extract_code, split_code
 from trainer.records import Candidate, Problem, Provenance, StepRecord
 
 logger = logging.getLogger(__name__)
-
-CODE_STOP = ("\n```",)  # the end of the code block: nothing after it is needed
-
 
 def problem_prompt(problem: Problem) -> tuple[str, list[dict[str, str]]]:
     """(template id, chat messages) of the CoF prompt for ``problem``."""

@@ -11,10 +11,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from service.cof import assistant_prefix
+from service.cof import CODE_STOP, assistant_prefix
 from service.policy import GenerationRequest, Policy
 from service.steps import extract_code
-from trainer.generate import CODE_STOP, problem_prompt
+from trainer.generate import problem_prompt
 from trainer.records import Candidate, Problem, StepLabel
 
 logger = logging.getLogger(__name__)

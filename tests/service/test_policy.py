@@ -83,3 +83,16 @@ async def test_unreachable_and_timeout() -> None:
         await policy(down, retries=0).generate(GenerationRequest(MESSAGES))
     with pytest.raises(PolicyTimeout):
         await policy(slow, retries=0).generate(GenerationRequest(MESSAGES))
+
+
+@pytest.mark.parametrize("base_url", ["http://policy.test", "http://policy.test/", "http://policy.test/v1",
+                                      "http://policy.test/v1/"])
+async def test_base_url_with_or_without_v1(base_url: str) -> None:
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return reply(1)
+
+    await OpenAIPolicy(base_url, "m", transport=httpx.MockTransport(handler)).generate(GenerationRequest(MESSAGES))
+    assert paths == ["/v1/chat/completions"]
