@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -179,11 +180,13 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
                                          generator=torch.Generator().manual_seed(config.seed))
     model, optimizer, loader = accelerator.prepare(network, optimizer, loader)
     history: list[dict[str, float]] = []
-    step = 0
+    step, tokens, train_s = 0, 0, 0.0  # real (unpadded) tokens trained on, time in training steps
     for epoch in range(config.epochs):
         model.train()
         for batch in loader:
+            started = time.perf_counter()
             batch = batch.to(accelerator.device)
+            tokens += int(batch.inputs["attention_mask"].sum())
             if targets is not None:
                 batch = LabelledBatch(batch.inputs, batch.positions, targets.to(accelerator.device)[batch.sample_ids],
                                       batch.sample_ids)
@@ -192,6 +195,7 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
+            train_s += time.perf_counter() - started
             if accelerator.sync_gradients:
                 step += 1
                 history.append({"epoch": float(epoch), "step": float(step), "train_loss": loss.item()})
@@ -199,7 +203,8 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
                     history[-1]["dev_loss"] = evaluate_loss(model, dev, pad_id, device=accelerator.device)
                     model.train()
         history.append({"epoch": float(epoch), "step": float(step),
-                        "dev_loss": evaluate_loss(model, dev, pad_id, device=accelerator.device)})
+                        "dev_loss": evaluate_loss(model, dev, pad_id, device=accelerator.device),
+                        "train_tokens": float(tokens), "train_tokens_per_s": tokens / max(train_s, 1e-9)})
         logger.info("epoch %d: %s", epoch, history[-1])
     accelerator.wait_for_everyone()
     network.load_state_dict(accelerator.unwrap_model(model).state_dict())

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -28,6 +29,8 @@ from trainer.runs import JsonlStore, progress, stage
 logger = logging.getLogger(__name__)
 
 Part = Literal["train", "meta", "dev"]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class RunProblem(BaseModel):
@@ -89,23 +92,64 @@ def make_policy(config: GenerateConfig) -> Policy:
 def generate_stage(run: Path, config: GenerateConfig, problems: Sequence[RunProblem], *, references: bool,
                    policy: Policy | None = None) -> int:
     """Candidates for every problem (skipping those done); ``references`` adds each problem's
-    reference solution as a candidate of provenance ``reference``."""
+    reference solution as a candidate of provenance ``reference``. Problems run concurrently (a
+    batching server such as vLLM serves them together); each problem's seed is ``seed + its index``."""
     problems_store(run).append(problems)
     store = candidates_store(run)
     with stage(run / "generate", "generate", config) as st:
         done = {k[0] for k in store.keys()}
-        todo = [r.problem for r in problems if r.problem.id not in done]
-        policy = policy or make_policy(config)
-        for i, problem in enumerate(progress(todo, total=len(todo), desc="generate")):
-            cands = asyncio.run(generate_candidates(policy, problem, n=config.n, temperature=config.temperature,
-                                                    top_p=config.top_p, max_tokens=config.max_tokens,
-                                                    seed=config.seed + i))
+        todo = [(i, r.problem) for i, r in enumerate(problems) if r.problem.id not in done]
+
+        async def one(policy: Policy, item: tuple[int, Problem]) -> list[Candidate]:
+            i, problem = item
+            cands = await generate_candidates(policy, problem, n=config.n, temperature=config.temperature,
+                                              top_p=config.top_p, max_tokens=config.max_tokens, seed=config.seed + i)
             if references and problem.canonical_solution:
                 cands.append(make_candidate(problem, "reference", problem.canonical_solution, policy="reference",
                                             template="reference", provenance="reference"))
+            return cands
+
+        def save(cands: list[Candidate]) -> None:
             st.count("candidates", store.append(cands))
             st.save()
+
+        _run_all(todo, one, save, policy=policy, config=config, limit=_problem_concurrency(config),
+                 desc="generate")
         return st.manifest.counts.get("candidates", 0)
+
+
+def _problem_concurrency(config: GenerateConfig) -> int:
+    """Problems (or candidates being labelled) in flight: enough to keep ``concurrency`` requests busy."""
+    return max(1, config.concurrency // max(1, config.n)) if config.backend == "openai" else 1
+
+
+def _run_all(items: Sequence[T], work: Callable[[Policy, T], Awaitable[R]], save: Callable[[R], None], *,
+             policy: Policy | None, config: GenerateConfig, limit: int, desc: str) -> None:
+    """``work`` on every item, ``limit`` at a time, in one event loop; ``save`` each result as it completes.
+
+    The first failure cancels the rest (what was saved stays saved; a rerun resumes). A policy made here
+    is closed here; one passed in belongs to the caller."""
+    async def main() -> None:
+        own = policy is None
+        active = make_policy(config) if policy is None else policy
+        sem = asyncio.Semaphore(limit)
+
+        async def bounded(item: T) -> R:
+            async with sem:
+                return await work(active, item)
+
+        tasks = [asyncio.create_task(bounded(item)) for item in items]
+        try:
+            for next_done in progress(asyncio.as_completed(tasks), total=len(tasks), desc=desc):
+                save(await next_done)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if own:
+                await active.aclose()
+
+    asyncio.run(main())
 
 
 def execute_stage(run: Path, config: ExecuteConfig) -> int:
@@ -115,10 +159,13 @@ def execute_stage(run: Path, config: ExecuteConfig) -> int:
     with stage(run / "execute", "execute", config, [candidates_store(run).path]) as st:
         done = store.keys()
         todo = [c for c in candidates_store(run).read() if (c.problem_id, c.candidate_id) not in done]
-        for cand in progress(todo, total=len(todo), desc="execute"):
+        def run(cand: Candidate) -> ExecRecord:
             summary = execute_candidate(problems[cand.problem_id], cand.code, config)
-            st.count("executed", store.append([ExecRecord(problem_id=cand.problem_id,
-                                                          candidate_id=cand.candidate_id, exec=summary)]))
+            return ExecRecord(problem_id=cand.problem_id, candidate_id=cand.candidate_id, exec=summary)
+
+        with ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="execute") as pool:
+            for record in progress(pool.map(run, todo), total=len(todo), desc="execute"):  # in order
+                st.count("executed", store.append([record]))
         return st.manifest.counts.get("executed", 0)
 
 
@@ -139,21 +186,28 @@ def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig, *, pol
     store = labels_store(run)
     exec_config = ExecuteConfig(workers=config.workers)
 
+    sandbox = asyncio.Semaphore(1)  # one batch of rollouts in the sandbox at a time, ``workers`` processes each
+
     async def execute(problem: Problem, codes: Sequence[str]) -> list[bool]:
-        return await asyncio.to_thread(pass_flags, problem, codes, exec_config)
+        async with sandbox:
+            return await asyncio.to_thread(pass_flags, problem, codes, exec_config)
+
+    async def one(policy: Policy, cand: Candidate) -> list[StepLabel]:
+        return await label_candidate(policy, execute, problems[cand.problem_id], cand, rollouts=config.rollouts,
+                                     temperature=config.temperature, top_p=generate.top_p,
+                                     max_tokens=config.max_tokens, seed=config.seed)
 
     with stage(run / "label", "label", config, [exec_store(run).path]) as st:
         done = {(k[0], k[1]) for k in store.keys()}
         todo = [c for c in executed_candidates(run, "train") if (c.problem_id, c.candidate_id) not in done]
-        policy = policy or make_policy(generate)
-        for cand in progress(todo, total=len(todo), desc="label"):
-            labels = asyncio.run(label_candidate(policy, execute, problems[cand.problem_id], cand,
-                                                 rollouts=config.rollouts, temperature=config.temperature,
-                                                 top_p=generate.top_p, max_tokens=config.max_tokens,
-                                                 seed=config.seed))
+
+        def save(labels: list[StepLabel]) -> None:
             st.count("labels", store.append(labels))
             st.count("rollouts", sum(lb.n_rollouts for lb in labels if not lb.final))
             st.save()
+
+        limit = max(1, generate.concurrency // max(1, config.rollouts)) if generate.backend == "openai" else 1
+        _run_all(todo, one, save, policy=policy, config=generate, limit=limit, desc="label")
         return st.manifest.counts.get("labels", 0)
 
 
