@@ -17,6 +17,8 @@ from service.engine import ScoringEngine
 from service.errors import InvalidInput, NotFound, PRMError, ValidationFailed
 from service.http_middleware import RequestContextMiddleware, error_body
 from service.metrics import Metrics
+from service.policy import Policy
+from service.rerank import Reranker, policy_factory
 from service.routes import router
 from service.settings import Settings
 
@@ -30,14 +32,17 @@ def _version() -> str:
         return "0.0.0"
 
 
-def create_app(settings: Settings, *, engine: ScoringEngine | None = None) -> FastAPI:
+def create_app(settings: Settings, *, engine: ScoringEngine | None = None, policy: Policy | None = None) -> FastAPI:
     """The service. Without ``engine`` the checkpoint of ``settings`` loads in the background:
-    ``/health`` answers at once, ``/ready`` turns true after the warm-up forward pass."""
+    ``/health`` answers at once, ``/ready`` turns true after the warm-up forward pass. Without
+    ``policy`` the rerank policy comes from ``settings`` (made on the first rerank that needs it)."""
     metrics = engine.metrics if engine else Metrics()
+    factory = None if policy is not None else policy_factory(settings)
 
     async def load(app: FastAPI) -> None:
         try:
             app.state.engine = await ScoringEngine.start(settings, metrics=metrics)
+            app.state.reranker = Reranker(app.state.engine, settings, policy=policy, factory=factory)
             logger.info("ready: %s", app.state.engine.model.name)
         except Exception as exc:
             logger.exception("loading the model failed")
@@ -46,10 +51,12 @@ def create_app(settings: Settings, *, engine: ScoringEngine | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine, app.state.load_error, app.state.metrics = None, None, metrics
+        app.state.reranker = None
         task = None
         if engine is not None:
             await engine.open()
             app.state.engine = engine
+            app.state.reranker = Reranker(engine, settings, policy=policy, factory=factory)
         else:
             task = asyncio.create_task(load(app))
         try:
@@ -59,6 +66,8 @@ def create_app(settings: Settings, *, engine: ScoringEngine | None = None) -> Fa
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
+            if app.state.reranker is not None:
+                await app.state.reranker.aclose()
             if app.state.engine is not None:
                 await app.state.engine.aclose()
 

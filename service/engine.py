@@ -16,13 +16,16 @@ from service.aggregate import Aggregation, aggregate, sigmoid
 from service.batcher import MicroBatcher
 from service.cache import CachedScore, MemoryCache, RedisCache, ScoreCache, cache_key
 from service.encoding import Encoded
-from service.errors import InputTooLong, ModelNotReady, PRMError
+from service.errors import InputTooLong, InvalidInput, ModelNotReady, PRMError
 from service.manifest import PRMManifest
 from service.metrics import Metrics
+from service.rl_reward import reward_items
 from service.schemas import (
     AggregateScores,
     ModelInfo,
     ModelsResponse,
+    RewardRequest,
+    RewardResponse,
     ScoreBatchRequest,
     ScoreBatchResponse,
     ScoreItem,
@@ -135,6 +138,22 @@ class ScoringEngine:
         agg = item.aggregation or fallback or self.settings.default_aggregation \
             or self.model.manifest.default_aggregation
         return _response(prep.split, scored, agg, cached=hit is not None, model=self.model.name)
+
+    async def rewards(self, req: RewardRequest) -> RewardResponse:
+        """OpenRLHF's contract: one reward (the aggregate score) per query; unscorable queries get 0."""
+        if len(req.query) > self.settings.max_items:
+            raise InputTooLong(f"{len(req.query)} queries in one request; the limit is {self.settings.max_items}")
+
+        async def one(item: ScoreItem | str) -> float:
+            if isinstance(item, str):
+                return 0.0
+            try:
+                return (await self.score_item(item)).score
+            except (InvalidInput, InputTooLong):
+                return 0.0
+
+        items = reward_items(req, self.settings.default_aggregation)
+        return RewardResponse(rewards=list(await asyncio.gather(*(one(it) for it in items))))
 
     def models(self) -> ModelsResponse:
         m = self.model.manifest

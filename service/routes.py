@@ -9,11 +9,16 @@ from pydantic import Discriminator, Tag
 
 from service.engine import ScoringEngine
 from service.errors import ModelNotReady
+from service.rerank import Reranker
 from service.schemas import (
     ErrorResponse,
     HealthResponse,
     ModelsResponse,
     ReadyResponse,
+    RerankRequest,
+    RerankResponse,
+    RewardRequest,
+    RewardResponse,
     ScoreBatchRequest,
     ScoreBatchResponse,
     ScoreItem,
@@ -25,6 +30,7 @@ from service.schemas import (
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503)
 }
+POLICY_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (502, 504)}
 router = APIRouter(responses=ERRORS)
 
 
@@ -36,6 +42,14 @@ def get_engine(request: Request) -> ScoringEngine:
 
 
 EngineDep = Annotated[ScoringEngine, Depends(get_engine)]
+
+
+def get_reranker(request: Request, engine: EngineDep) -> Reranker:
+    reranker: Reranker = request.app.state.reranker
+    return reranker
+
+
+RerankerDep = Annotated[Reranker, Depends(get_reranker)]
 
 
 def _score_kind(value: Any) -> str:
@@ -59,6 +73,18 @@ async def split(req: SplitRequest, engine: EngineDep) -> SplitResponse:
 async def score(req: ScoreBody, engine: EngineDep) -> ScoreResponse | ScoreBatchResponse:
     """Score every step of one candidate, or of each item of a batch."""
     return await engine.score(req)
+
+
+@router.post("/v1/rerank", responses=POLICY_ERRORS)
+async def rerank(req: RerankRequest, reranker: RerankerDep) -> RerankResponse:
+    """Rank given candidates, or generate n Chain-of-Function candidates with the policy and rank them."""
+    return await reranker.rerank(req)
+
+
+@router.post("/get_reward")
+async def get_reward(req: RewardRequest, engine: EngineDep) -> RewardResponse:
+    """OpenRLHF's remote reward model: {"query": [prompt + response, ...]} -> {"rewards": [...]}."""
+    return await engine.rewards(req)
 
 
 @router.get("/v1/models")

