@@ -1,4 +1,5 @@
-"""The ``dreamprm`` command: ``serve``, ``split`` and ``score`` (local, on a checkpoint)."""
+"""The ``dreamprm`` command: ``serve``; ``split``, ``score`` (local on a checkpoint, or against a server);
+``rerank`` and ``ci-rerank`` (against a server)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from service.settings import Settings
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="DreamPRM-Code: a process reward model for code, function-as-step.")
 
+ServerOpt = Annotated[str | None, typer.Option("--server", "-s", envvar="DREAMPRM_URL",
+                                               help="URL of a running service [env: DREAMPRM_URL]")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="DREAMPRM_API_KEY", help="Bearer key")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", "-c",
                                                     help="PRM checkpoint directory [env: DREAMPRM_CHECKPOINT]")]
 
@@ -66,18 +71,27 @@ def serve(checkpoint: CheckpointOpt = None,
 @app.command()
 def split(file: Annotated[Path, typer.Argument(help="source file, or - for stdin")],
           language: Annotated[str, typer.Option("--language", "-l")] = "python",
-          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Split a program into function steps."""
+          server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Split a program into function steps (locally, or by the server at --server)."""
+    from service.schemas import SplitRequest, SplitResponse, StepOut
     from service.steps import split_code
 
     code = sys.stdin.read() if str(file) == "-" else file.read_text()
     try:
-        result = split_code(code, language)
+        request = SplitRequest.model_validate({"code": code, "language": language})
+        if server:
+            with _client(server, api_key) as prm:
+                result = prm.split(request.code, request.language)
+        else:
+            local = split_code(code, request.language)
+            result = SplitResponse(steps=[StepOut(**dataclasses.asdict(s)) for s in local.steps],
+                                   parsed=local.parsed, language=request.language)
     except PRMError as exc:
         _fail(exc.message)
+    except ValueError as exc:
+        _fail(str(exc))
     if as_json:
-        steps = [dataclasses.asdict(s) for s in result.steps]
-        typer.echo(json.dumps({"parsed": result.parsed, "steps": steps}, indent=2))
+        typer.echo(result.model_dump_json(indent=2))
         return
     typer.echo(f"parsed: {result.parsed}")
     for s in result.steps:
@@ -90,18 +104,22 @@ def score(file: Annotated[Path, typer.Argument(help="source file, or - for stdin
           checkpoint: CheckpointOpt = None,
           language: Annotated[str, typer.Option("--language", "-l")] = "python",
           aggregation: Annotated[str | None, typer.Option(help="min|mean|last|product|logodds")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Score a program locally with a checkpoint (no server needed)."""
+          server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Score a program: against the server at --server, or locally with a checkpoint."""
     from service.schemas import ScoreItem
 
-    settings = Settings(checkpoint=checkpoint) if checkpoint else Settings()
-    if settings.checkpoint is None:
-        _fail("no checkpoint: pass --checkpoint DIR or set DREAMPRM_CHECKPOINT")
     code = sys.stdin.read() if str(file) == "-" else file.read_text()
     try:
         item = ScoreItem.model_validate({"problem": _read_arg(problem), "code": code, "language": language,
                                          "aggregation": aggregation})
-        result = asyncio.run(_score_local(settings, item))
+        if server and not checkpoint:
+            with _client(server, api_key) as prm:
+                result = prm.score(item.problem, item.code, language=item.language, aggregation=item.aggregation)
+        else:
+            settings = Settings(checkpoint=checkpoint) if checkpoint else Settings()
+            if settings.checkpoint is None:
+                _fail("nothing to score with: pass --server URL or --checkpoint DIR")
+            result = asyncio.run(_score_local(settings, item))
     except PRMError as exc:
         _fail(exc.message)
     except ValueError as exc:
@@ -124,6 +142,92 @@ async def _score_local(settings: Settings, item: Any) -> Any:
         return await engine.score_item(item)
     finally:
         await engine.aclose()
+
+
+@app.command()
+def rerank(candidates: Annotated[list[Path] | None, typer.Argument(help="candidate files (none: generate --n)")] = None,
+           problem: Annotated[str, typer.Option("--problem", "-p", help="TEXT, @file or - for stdin")] = "",
+           n: Annotated[int | None, typer.Option(help="candidates to generate with the server's policy")] = None,
+           tests: Annotated[Path | None, typer.Option(help="JSON list of public tests: {input, output} or {code}")]
+           = None,
+           language: Annotated[str, typer.Option("--language", "-l")] = "python",
+           aggregation: Annotated[str | None, typer.Option(help="min|mean|last|product|logodds")] = None,
+           server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Rank candidate programs (or n generated ones) with the server at --server."""
+    result = _rerank(server, api_key, _read_arg(problem), [c.read_text() for c in candidates or []] or None,
+                     n=n, tests=tests, language=language, aggregation=aggregation)
+    names = [str(c) for c in candidates or []]
+    _print_ranking(result, names, as_json)
+
+
+@app.command("ci-rerank")
+def ci_rerank(candidates: Annotated[list[Path], typer.Argument(help="candidate files, or unified diffs of --base")],
+              problem: Annotated[Path, typer.Option("--problem", "-p", help="file with the problem statement")],
+              base: Annotated[Path | None, typer.Option(help="the file the diffs apply to")] = None,
+              threshold: Annotated[float, typer.Option(help="exit 1 unless the best score reaches this")] = 0.5,
+              tests: Annotated[Path | None, typer.Option(help="JSON list of public tests")] = None,
+              language: Annotated[str, typer.Option("--language", "-l")] = "python",
+              aggregation: Annotated[str | None, typer.Option(help="min|mean|last|product|logodds")] = None,
+              server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Rank generated patches in CI: prints the ranking; exit 0 if the best candidate reaches --threshold,
+    1 if none does, 2 on errors."""
+    from clients.patch import PatchError, apply_unified_diff, looks_like_diff
+
+    codes = []
+    for path in candidates:
+        text = path.read_text()
+        if looks_like_diff(text):
+            if base is None:
+                _fail(f"{path} is a diff: pass --base FILE (the file it applies to)")
+            try:
+                text = apply_unified_diff(base.read_text(), text)
+            except PatchError as exc:
+                _fail(f"{path}: {exc}")
+        codes.append(text)
+    result = _rerank(server, api_key, problem.read_text(), codes, n=None, tests=tests, language=language,
+                     aggregation=aggregation)
+    _print_ranking(result, [str(c) for c in candidates], as_json)
+    best = result.ranking[0] if result.ranking else None
+    passed = best is not None and best.score is not None and best.score >= threshold and best.tests_passed is not False
+    if not as_json:
+        verdict = "ok" if passed else "no candidate reaches"
+        typer.echo(f"{verdict}: best {best.score if best else None} vs threshold {threshold}")
+    raise typer.Exit(0 if passed else 1)
+
+
+def _client(server: str, api_key: str | None) -> Any:
+    from clients.prm import PRMClient
+
+    return PRMClient(server, api_key=api_key)
+
+
+def _rerank(server: str | None, api_key: str | None, problem: str, codes: list[str] | None, *, n: int | None,
+            tests: Path | None, language: str, aggregation: str | None) -> Any:
+    if not server:
+        _fail("rerank needs a running service: pass --server URL or set DREAMPRM_URL")
+    try:
+        public = json.loads(tests.read_text()) if tests else None
+        with _client(server, api_key) as prm:
+            return prm.rerank(problem, codes, n=n, public_tests=public, language=language, aggregation=aggregation)
+    except PRMError as exc:
+        _fail(exc.message)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+
+
+def _print_ranking(result: Any, names: list[str], as_json: bool) -> None:
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    typer.echo(f"{'rank':>4}  {'index':>5}  {'score':>7}  {'tests':<6} candidate")
+    for c in result.ranking:
+        score = "-" if c.score is None else f"{c.score:.4f}"
+        tests = "-" if c.tests_passed is None else ("pass" if c.tests_passed else "fail")
+        name = names[c.index] if c.index < len(names) else f"{c.source} #{c.index}"
+        typer.echo(f"{c.rank:>4}  {c.index:>5}  {score:>7}  {tests:<6} {name}" + (f"  ({c.error})" if c.error else ""))
+    t = result.timings
+    typer.echo(f"best: {result.best_index}  ({result.aggregation}; generate {t.generate_ms:.0f} ms, "
+               f"tests {t.tests_ms:.0f} ms, score {t.score_ms:.0f} ms)")
 
 
 def main(argv: list[str] | None = None) -> None:

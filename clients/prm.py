@@ -1,0 +1,289 @@
+"""Python SDK of the DreamPRM-Code service: ``PRMClient`` (sync) and ``AsyncPRMClient`` (asyncio).
+
+Requests and responses are the service's own pydantic schemas (``service.schemas``); an error body
+comes back as the same exception class the service raised (``service.errors``). 503 and 429 are
+retried, honouring ``Retry-After``; so are connection failures (scoring is idempotent).
+
+Example:
+    >>> with PRMClient("http://127.0.0.1:8000") as prm:            # doctest: +SKIP
+    ...     result = prm.score("Print the sum of two integers.", code)
+    ...     print(result.score, [s.score for s in result.steps])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from service.aggregate import Aggregation
+from service.errors import ERROR_TYPES, PRMError
+from service.schemas import (
+    ModelsResponse,
+    PolicyOptions,
+    PublicTest,
+    ReadyResponse,
+    RerankRequest,
+    RerankResponse,
+    RewardRequest,
+    RewardResponse,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreItem,
+    ScoreResponse,
+    SplitRequest,
+    SplitResponse,
+)
+from service.steps import Language
+
+M = TypeVar("M", bound=BaseModel)
+RETRY_STATUS = frozenset({429, 503})
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ServiceUnreachable(PRMError):
+    """The service could not be reached (connection refused, DNS, timeout) after every retry."""
+
+    type = "unreachable"
+
+
+def error_from_response(response: httpx.Response) -> PRMError:
+    """The exception for a non-2xx response: the class named by the error body's ``type``."""
+    retry_after = _retry_after(response)
+    try:
+        error = response.json()["error"]
+        cls = ERROR_TYPES.get(str(error["type"]), PRMError)
+        exc = cls(str(error["message"]), retry_after=retry_after)
+    except (ValueError, KeyError, TypeError):
+        exc = PRMError(f"HTTP {response.status_code}: {response.text[:300]}", retry_after=retry_after)
+    exc.status_code = response.status_code  # what this server said, even for an unknown type
+    return exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    method: str
+    path: str
+    body: BaseModel | None
+    model: type[BaseModel]
+
+
+def _split_call(code: str, language: Language) -> _Call:
+    return _Call("POST", "/v1/split", SplitRequest(code=code, language=language), SplitResponse)
+
+
+def _score_call(problem: str, code: str | None, steps: Sequence[str] | None, language: Language,
+                aggregation: Aggregation | None) -> _Call:
+    item = ScoreItem(problem=problem, code=code, steps=list(steps) if steps is not None else None,
+                     language=language, aggregation=aggregation)
+    return _Call("POST", "/v1/score", item, ScoreResponse)
+
+
+def _batch_call(items: Sequence[ScoreItem | Mapping[str, Any]], aggregation: Aggregation | None) -> _Call:
+    parsed = [i if isinstance(i, ScoreItem) else ScoreItem.model_validate(i) for i in items]
+    return _Call("POST", "/v1/score", ScoreBatchRequest(items=parsed, aggregation=aggregation), ScoreBatchResponse)
+
+
+def _rerank_call(problem: str, candidates: Sequence[str] | None, n: int | None,
+                 public_tests: Sequence[PublicTest | Mapping[str, Any]] | None,
+                 policy: PolicyOptions | Mapping[str, Any] | None, extra: Mapping[str, Any]) -> _Call:
+    body = RerankRequest.model_validate({
+        "problem": problem, "candidates": list(candidates) if candidates is not None else None, "n": n,
+        "public_tests": [t if isinstance(t, PublicTest) else PublicTest.model_validate(t) for t in public_tests]
+        if public_tests is not None else None,
+        "policy": policy, **extra})
+    return _Call("POST", "/v1/rerank", body, RerankResponse)
+
+
+def _reward_call(queries: Sequence[str], prompts: Sequence[str] | None) -> _Call:
+    body = RewardRequest(query=list(queries), prompts=list(prompts) if prompts is not None else None)
+    return _Call("POST", "/get_reward", body, RewardResponse)
+
+
+class _Base:
+    def __init__(self, base_url: str, api_key: str | None, retries: int, max_backoff_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.retries = retries
+        self.max_backoff_s = max_backoff_s
+
+    def _delay(self, attempt: int, error: PRMError | None) -> float:
+        if error is not None and error.retry_after is not None:
+            return min(self.max_backoff_s, float(error.retry_after))
+        return min(self.max_backoff_s, 0.25 * 2.0**attempt) * (0.5 + random.random())
+
+    @staticmethod
+    def _outcome(call: _Call, response: httpx.Response) -> BaseModel | PRMError:
+        if response.is_success:
+            return call.model.model_validate_json(response.content)
+        return error_from_response(response)
+
+    @staticmethod
+    def _kwargs(call: _Call) -> dict[str, Any]:
+        if call.body is None:
+            return {}
+        return {"content": call.body.model_dump_json(exclude_none=True),
+                "headers": {"Content-Type": "application/json"}}
+
+
+class PRMClient(_Base):
+    """Blocking client. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None, timeout_s: float = 120.0,
+                 retries: int = 3, max_backoff_s: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, retries, max_backoff_s)
+        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout_s,
+                                  transport=transport)
+
+    def __enter__(self) -> PRMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: _Call) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                outcome = self._outcome(call, self._http.request(call.method, call.path, **self._kwargs(call)))
+            except httpx.TransportError as exc:
+                outcome = ServiceUnreachable(f"cannot reach {self.base_url}: {exc!r}")
+            if not isinstance(outcome, PRMError):
+                return outcome
+            if attempt == self.retries or not _retryable(outcome):
+                raise outcome
+            time.sleep(self._delay(attempt, outcome))
+        raise AssertionError("unreachable")
+
+    def split(self, code: str, language: Language = "python") -> SplitResponse:
+        result: SplitResponse = self._send(_split_call(code, language))
+        return result
+
+    def score(self, problem: str, code: str | None = None, *, steps: Sequence[str] | None = None,
+              language: Language = "python", aggregation: Aggregation | None = None) -> ScoreResponse:
+        result: ScoreResponse = self._send(_score_call(problem, code, steps, language, aggregation))
+        return result
+
+    def score_batch(self, items: Sequence[ScoreItem | Mapping[str, Any]],
+                    aggregation: Aggregation | None = None) -> ScoreBatchResponse:
+        result: ScoreBatchResponse = self._send(_batch_call(items, aggregation))
+        return result
+
+    def rerank(self, problem: str, candidates: Sequence[str] | None = None, *, n: int | None = None,
+               public_tests: Sequence[PublicTest | Mapping[str, Any]] | None = None,
+               policy: PolicyOptions | Mapping[str, Any] | None = None, **extra: Any) -> RerankResponse:
+        """``extra``: the other fields of ``RerankRequest`` (language, starter_code, entry_point, aggregation)."""
+        result: RerankResponse = self._send(_rerank_call(problem, candidates, n, public_tests, policy, extra))
+        return result
+
+    def get_reward(self, queries: Sequence[str], prompts: Sequence[str] | None = None) -> list[float]:
+        result: RewardResponse = self._send(_reward_call(queries, prompts))
+        return result.rewards
+
+    def models(self) -> ModelsResponse:
+        result: ModelsResponse = self._send(_Call("GET", "/v1/models", None, ModelsResponse))
+        return result
+
+    def ready(self) -> bool:
+        """True when the service has its model loaded and warmed up (never raises for "not yet")."""
+        try:
+            response = self._http.get("/ready")
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200 and ReadyResponse.model_validate_json(response.content).ready
+
+    def wait_ready(self, timeout_s: float = 300.0, poll_s: float = 1.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise ServiceUnreachable(f"{self.base_url} was not ready after {timeout_s:.0f}s")
+            time.sleep(poll_s)
+
+
+class AsyncPRMClient(_Base):
+    """The asyncio client (same methods, awaitable). Use with ``async with`` or call ``aclose()``."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None, timeout_s: float = 120.0,
+                 retries: int = 3, max_backoff_s: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, retries, max_backoff_s)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout_s,
+                                       transport=transport)
+
+    async def __aenter__(self) -> AsyncPRMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: _Call) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._http.request(call.method, call.path, **self._kwargs(call))
+                outcome = self._outcome(call, response)
+            except httpx.TransportError as exc:
+                outcome = ServiceUnreachable(f"cannot reach {self.base_url}: {exc!r}")
+            if not isinstance(outcome, PRMError):
+                return outcome
+            if attempt == self.retries or not _retryable(outcome):
+                raise outcome
+            await asyncio.sleep(self._delay(attempt, outcome))
+        raise AssertionError("unreachable")
+
+    async def split(self, code: str, language: Language = "python") -> SplitResponse:
+        result: SplitResponse = await self._send(_split_call(code, language))
+        return result
+
+    async def score(self, problem: str, code: str | None = None, *, steps: Sequence[str] | None = None,
+                    language: Language = "python", aggregation: Aggregation | None = None) -> ScoreResponse:
+        result: ScoreResponse = await self._send(_score_call(problem, code, steps, language, aggregation))
+        return result
+
+    async def score_batch(self, items: Sequence[ScoreItem | Mapping[str, Any]],
+                          aggregation: Aggregation | None = None) -> ScoreBatchResponse:
+        result: ScoreBatchResponse = await self._send(_batch_call(items, aggregation))
+        return result
+
+    async def rerank(self, problem: str, candidates: Sequence[str] | None = None, *, n: int | None = None,
+                     public_tests: Sequence[PublicTest | Mapping[str, Any]] | None = None,
+                     policy: PolicyOptions | Mapping[str, Any] | None = None, **extra: Any) -> RerankResponse:
+        result: RerankResponse = await self._send(_rerank_call(problem, candidates, n, public_tests, policy, extra))
+        return result
+
+    async def get_reward(self, queries: Sequence[str], prompts: Sequence[str] | None = None) -> list[float]:
+        result: RewardResponse = await self._send(_reward_call(queries, prompts))
+        return result.rewards
+
+    async def models(self) -> ModelsResponse:
+        result: ModelsResponse = await self._send(_Call("GET", "/v1/models", None, ModelsResponse))
+        return result
+
+    async def ready(self) -> bool:
+        try:
+            response = await self._http.get("/ready")
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200 and ReadyResponse.model_validate_json(response.content).ready
+
+
+def _retryable(error: PRMError) -> bool:
+    return isinstance(error, ServiceUnreachable) or error.status_code in RETRY_STATUS
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

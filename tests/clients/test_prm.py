@@ -1,0 +1,185 @@
+"""The SDK against the real app: in-process ASGI (async) and a live uvicorn server (sync); retries, errors."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from clients.patch import PatchError, apply_unified_diff
+from clients.prm import AsyncPRMClient, PRMClient, ServiceUnreachable, error_from_response
+from service.app import create_app
+from service.cli import app as cli
+from service.engine import ScoringEngine
+from service.errors import InputTooLong, Overloaded, Unauthorized
+from service.settings import Settings
+from tests.live import live_server
+
+PROBLEM = "Read two integers and print their sum."
+GOOD = ("def main():\n    a, b = map(int, input().split())\n    print(add(a, b))\n\n\n"
+        "def add(a, b):\n    return a + b\n\n\nmain()\n")
+BAD = "def main():\n    a, b = map(int, input().split())\n    print(a - b)\n\n\nmain()\n"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("live") / "server.log"
+    with live_server(tiny_checkpoint, log, DREAMPRM_POLICY="none", DREAMPRM_MAX_ITEMS="4") as url:
+        yield url
+
+
+@pytest.fixture
+async def aclient(settings: Settings, engine: ScoringEngine) -> AsyncIterator[AsyncPRMClient]:
+    app = create_app(settings, engine=engine)
+    async with app.router.lifespan_context(app):
+        async with AsyncPRMClient("http://app.test", transport=httpx.ASGITransport(app=app)) as prm:
+            yield prm
+
+
+async def test_async_client_in_process(aclient: AsyncPRMClient) -> None:
+    split = await aclient.split(GOOD)
+    assert [s.name for s in split.steps if s.kind == "function"] == ["main", "add"]
+    one = await aclient.score(PROBLEM, GOOD)
+    assert len(one.steps) == len(split.steps) and 0 <= one.score <= 1
+    batch = await aclient.score_batch([{"problem": PROBLEM, "code": GOOD}, {"problem": PROBLEM, "code": BAD}])
+    assert batch.items[0].score == pytest.approx(one.score)
+    ranked = await aclient.rerank(PROBLEM, [BAD, GOOD], public_tests=[{"input": "1 2\n", "output": "3\n"}])
+    assert ranked.ranking[0].index == 1 and ranked.ranking[0].tests_passed
+    assert (await aclient.get_reward([PROBLEM + "\n```python\n" + GOOD + "```"]))[0] == pytest.approx(one.score)
+    assert (await aclient.models()).data[0].id == "fake-prm"
+    assert await aclient.ready()
+
+
+async def test_async_errors_map_to_service_classes(aclient: AsyncPRMClient) -> None:
+    with pytest.raises(InputTooLong, match="candidates"):
+        await aclient.rerank(PROBLEM, [GOOD] * 17)
+
+
+async def test_api_key_is_sent_and_a_wrong_one_is_unauthorized(settings: Settings, engine: ScoringEngine) -> None:
+    app = create_app(settings.model_copy(update={"api_keys": [SecretStr("s3cret")]}), engine=engine)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with AsyncPRMClient("http://app.test", api_key="s3cret", transport=transport) as prm:
+            assert (await prm.score(PROBLEM, GOOD)).steps
+        async with AsyncPRMClient("http://app.test", api_key="wrong", transport=transport) as prm:
+            with pytest.raises(Unauthorized):
+                await prm.score(PROBLEM, GOOD)
+
+
+def test_sync_client_against_live_server(server: str) -> None:
+    with PRMClient(server) as prm:
+        assert prm.ready()
+        one = prm.score(PROBLEM, GOOD)
+        assert one.model == "tiny-random-prm" and len(one.steps) == 3
+        assert prm.score(PROBLEM, steps=[s.text for s in prm.split(GOOD).steps]).score == pytest.approx(one.score)
+        ranked = prm.rerank(PROBLEM, [GOOD, BAD])
+        assert {c.index for c in ranked.ranking} == {0, 1} and ranked.best_index is not None
+        with pytest.raises(InputTooLong, match="limit is 4"):
+            prm.score_batch([{"problem": PROBLEM, "code": GOOD}] * 5)
+
+
+def test_retries_503_honouring_retry_after_then_succeeds() -> None:
+    calls: list[float] = []
+    ok = {"steps": [], "parsed": True, "language": "python"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) < 3:
+            return httpx.Response(503, headers={"Retry-After": "0"},
+                                  json={"error": {"type": "overloaded", "message": "queue full"}})
+        return httpx.Response(200, json=ok)
+
+    with PRMClient("http://x", transport=httpx.MockTransport(handler), retries=3) as prm:
+        assert prm.split("def f():\n    pass\n").parsed and len(calls) == 3
+    calls.clear()
+    with PRMClient("http://x", transport=httpx.MockTransport(handler), retries=1) as prm:
+        with pytest.raises(Overloaded) as info:
+            prm.split("def f():\n    pass\n")
+    assert info.value.retry_after == 0 and len(calls) == 2
+
+
+def test_4xx_is_not_retried_and_unknown_bodies_still_raise() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(413, json={"error": {"type": "input_too_long", "message": "too big"}})
+
+    with PRMClient("http://x", transport=httpx.MockTransport(handler)) as prm, pytest.raises(InputTooLong):
+        prm.split("x = 1\n")
+    assert calls == 1
+    err = error_from_response(httpx.Response(500, text="<html>proxy error</html>"))
+    assert err.status_code == 500 and "proxy error" in err.message
+
+
+def test_unreachable_server_raises_after_retries() -> None:
+    with PRMClient("http://127.0.0.1:9", retries=1, max_backoff_s=0.01) as prm, pytest.raises(ServiceUnreachable):
+        prm.score(PROBLEM, GOOD)
+    assert not PRMClient("http://127.0.0.1:9").ready()
+
+
+# --- CLI against the live server ------------------------------------------------------------
+
+def test_cli_score_split_rerank_against_server(server: str, tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.py", tmp_path / "bad.py"
+    good.write_text(GOOD)
+    bad.write_text(BAD)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["score", str(good), "--problem", PROBLEM, "--server", server, "--json"])
+    assert r.exit_code == 0, r.output
+    assert '"model": "tiny-random-prm"' in r.output
+    r = runner.invoke(cli, ["split", str(good), "--server", server])
+    assert r.exit_code == 0 and "add" in r.output
+    tests = tmp_path / "tests.json"
+    tests.write_text('[{"input": "1 2\\n", "output": "3\\n"}]')
+    r = runner.invoke(cli, ["rerank", str(bad), str(good), "--problem", PROBLEM, "--tests", str(tests),
+                            "--server", server])
+    assert r.exit_code == 0, r.output
+    first = r.output.splitlines()[1]
+    assert "good.py" in first and "pass" in first
+    r = runner.invoke(cli, ["rerank", "--problem", PROBLEM, "--n", "2", "--server", server])
+    assert r.exit_code == 2 and "no policy configured" in r.output
+
+
+def test_ci_rerank_with_files_and_diffs(server: str, tmp_path: Path) -> None:
+    problem = tmp_path / "problem.txt"
+    problem.write_text(PROBLEM)
+    base = tmp_path / "solution.py"
+    base.write_text(BAD)
+    patch = tmp_path / "fix.diff"
+    patch.write_text("".join(difflib.unified_diff(BAD.splitlines(True), GOOD.splitlines(True),
+                                                  "a/solution.py", "b/solution.py")))
+    runner = CliRunner()
+    args = ["ci-rerank", str(patch), str(base), "--problem", str(problem), "--base", str(base), "--server", server]
+    low = runner.invoke(cli, [*args, "--threshold", "0"])
+    assert low.exit_code == 0, low.output
+    assert "fix.diff" in low.output and "ok: best" in low.output
+    high = runner.invoke(cli, [*args, "--threshold", "1.01"])
+    assert high.exit_code == 1 and "no candidate reaches" in high.output
+    no_base = runner.invoke(cli, ["ci-rerank", str(patch), "--problem", str(problem), "--server", server])
+    assert no_base.exit_code == 2 and "--base" in no_base.output
+    stale = tmp_path / "other.py"
+    stale.write_text("x = 1\n")
+    wrong = runner.invoke(cli, [*args[:5], "--base", str(stale), "--server", server])
+    assert wrong.exit_code == 2 and "does not match" in wrong.output
+
+
+def test_patch_round_trips_and_rejects_mismatch() -> None:
+    a = "def f():\n    return 1\n\n\ndef g():\n    -- x\n    return 2\n"
+    b = "def f():\n    return 10\n\n\ndef g():\n    return 2\n\ndef h():\n    pass\n"
+    for context in (0, 1, 3):
+        diff = "".join(difflib.unified_diff(a.splitlines(True), b.splitlines(True), "a/x", "b/x", n=context))
+        assert apply_unified_diff(a, diff) == b
+    diff = "".join(difflib.unified_diff(a.splitlines(True), b.splitlines(True), "a/x", "b/x"))
+    with pytest.raises(PatchError, match="does not match"):
+        apply_unified_diff(a.replace("return 1", "return 5"), diff)
+    with pytest.raises(PatchError, match="no hunks"):
+        apply_unified_diff(a, "--- a/x\n+++ b/x\n")
+    with pytest.raises(PatchError, match="middle of a hunk"):
+        apply_unified_diff(a, diff.rsplit("\n", 3)[0] + "\n")
