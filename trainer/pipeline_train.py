@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from service.aggregate import AGGREGATIONS
+from service.errors import InputTooLong
 from service.manifest import BaseModelSpec
 from service.model import PRMModel
 from trainer.config import EvaluateConfig, ExportConfig, FitConfig, config_to_dict
@@ -144,14 +145,19 @@ def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> di
 
 
 def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]) -> list[list[float]]:
-    """Step logits of every candidate (empty when it has no steps: ranked last)."""
+    """Step logits of every candidate; empty (ranked last, as the service would not score it) when it
+    has no steps or its code alone does not fit the checkpoint's ``max_tokens``."""
     out: list[list[float]] = []
+    too_long = 0
     for c in cands:
-        if not c.steps:
-            out.append([])
-            continue
-        enc = model.encode(problems[c.problem_id].prompt, [s.text for s in c.steps])
-        out.append(model.forward([enc])[0])
+        try:
+            enc = model.encode(problems[c.problem_id].prompt, [s.text for s in c.steps]) if c.steps else None
+        except InputTooLong:
+            enc, too_long = None, too_long + 1
+        out.append(model.forward([enc])[0] if enc is not None else [])
+    if too_long:
+        logger.warning("%d of %d candidates do not fit %d tokens: unscored, ranked last", too_long, len(cands),
+                       model.max_tokens)
     return out
 
 
