@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from service.app import create_app
+from service.engine import ScoringEngine
 from service.local_policy import TransformersPolicy
-from service.policy import GenerationRequest
+from service.policy import Generation, GenerationRequest
+from service.settings import Settings
 from tests.tiny import tiny_tokenizer
 
 TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
@@ -37,3 +41,34 @@ async def test_samples_n_with_prefix(policy: TransformersPolicy) -> None:
 async def test_greedy_is_deterministic(policy: TransformersPolicy) -> None:
     request = GenerationRequest([{"role": "user", "content": "x"}], n=1, temperature=0.0, max_tokens=4)
     assert (await policy.generate(request))[0].text == (await policy.generate(request))[0].text
+
+
+def test_rerank_with_the_embedded_policy(policy: TransformersPolicy, settings: Settings,
+                                         engine: ScoringEngine) -> None:
+    """The in-process policy behind /v1/rerank: one batched generate call for all n samples."""
+    calls: list[GenerationRequest] = []
+    original = policy.generate_sync
+
+    def spy(request: GenerationRequest) -> list[Generation]:
+        calls.append(request)
+        return original(request)
+
+    policy.generate_sync = spy  # type: ignore[method-assign]
+    try:
+        with TestClient(create_app(settings.model_copy(update={"policy_max_tokens": 16}), engine=engine,
+                                   policy=policy)) as client:
+            r = client.post("/v1/rerank", json={"problem": "Print 1.", "n": 3, "policy": {"seed": 1}})
+    finally:
+        policy.generate_sync = original  # type: ignore[method-assign]
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["policy_usage"]["policy"] == "tiny" and body["policy_usage"]["returned"] == 3
+    assert len(calls) == 1 and calls[0].n == 3 and calls[0].max_tokens == 16
+    assert calls[0].timeout_s == settings.policy_timeout_s  # the local policy stops itself at the deadline
+    assert len(body["ranking"]) == 3  # random tokens: scored, or ranked last with an error
+
+
+async def test_time_budget_cuts_generation(policy: TransformersPolicy) -> None:
+    request = GenerationRequest([{"role": "user", "content": "x"}], n=2, max_tokens=100_000, timeout_s=0.2)
+    gens = await policy.generate(request)
+    assert {g.finish_reason for g in gens} == {"timeout"}
