@@ -38,6 +38,7 @@ class Encoded:
     step_end_positions: list[int]
     truncated: bool
     n_steps: int
+    prefix_len: int = 0  # tokens before the first step (the problem): equal for candidates of one problem
 
     @property
     def n_tokens(self) -> int:
@@ -84,6 +85,7 @@ def encode_steps(tokenizer: Tokenizer, problem: str, steps: Sequence[str], max_t
         keep = max(room, min(len(problem_ids), MIN_PROBLEM_TOKENS))
         problem_ids = _elide(tokenizer, problem_ids, keep)
     input_ids = head + problem_ids + tail
+    prefix_len = len(input_ids)
     positions: list[int] = []
     for ids in step_ids:
         if len(input_ids) + len(ids) > max_tokens:
@@ -94,7 +96,7 @@ def encode_steps(tokenizer: Tokenizer, problem: str, steps: Sequence[str], max_t
     if not positions:
         need = len(head) + len(tail) + len(step_ids[0]) + min(len(problem_ids), MIN_PROBLEM_TOKENS)
         raise InputTooLong(f"the first step alone needs about {need} tokens; the limit is {max_tokens}")
-    return Encoded(input_ids, positions, truncated, len(steps))
+    return Encoded(input_ids, positions, truncated, len(steps), prefix_len)
 
 
 def _elide(tokenizer: Tokenizer, ids: list[int], keep: int) -> list[int]:

@@ -40,6 +40,9 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+MIN_SHARED_PREFIX = 16  # shorter problem prefixes are not worth a separate pass
+
+
 class PRMNetwork(torch.nn.Module):
     """Backbone + value head; ``forward`` gives one logit per position, shape (B, T).
 
@@ -71,6 +74,7 @@ class PRMModel:
         self.separator_id = separator_id(tokenizer, manifest.separator_token)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.separator_id)
+        self.share_prefix = True  # candidates of one problem share the problem's KV cache (see forward)
 
     @property
     def device(self) -> torch.device:
@@ -156,7 +160,32 @@ class PRMModel:
                             separator=self.manifest.separator_token)
 
     def forward(self, batch: Sequence[Encoded]) -> list[list[float]]:
-        """Step logits for every item of ``batch`` in one forward pass (right padding)."""
+        """Step logits for every item of ``batch``.
+
+        Items that share their problem prefix (the candidates of one problem, as in a rerank) run
+        the prefix once and their steps against its KV cache; the others go in one padded pass.
+        """
+        if not batch:
+            return []
+        out: list[list[float]] = [[] for _ in batch]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, enc in enumerate(batch):
+            if self.share_prefix and enc.prefix_len >= MIN_SHARED_PREFIX:
+                groups.setdefault(tuple(enc.input_ids[: enc.prefix_len]), []).append(i)
+        plain = set(range(len(batch)))
+        for prefix, members in groups.items():
+            if len(members) > 1:
+                for i, logits in zip(members, self._forward_shared(list(prefix), [batch[i] for i in members]),
+                                     strict=True):
+                    out[i] = logits
+                plain -= set(members)
+        rows = sorted(plain)
+        for i, logits in zip(rows, self._forward_padded([batch[i] for i in rows]), strict=True):
+            out[i] = logits
+        return out
+
+    def _forward_padded(self, batch: Sequence[Encoded]) -> list[list[float]]:
+        """One forward pass over the whole items (right padding)."""
         if not batch:
             return []
         width = max(e.n_tokens for e in batch)
@@ -170,6 +199,27 @@ class PRMModel:
             logits = self.network(ids.to(self.device), mask.to(self.device) if padded else None)  # (B, T)
             logits = logits.float().cpu()
         return [logits[row, enc.step_end_positions].tolist() for row, enc in enumerate(batch)]
+
+    def _forward_shared(self, prefix: list[int], batch: Sequence[Encoded]) -> list[list[float]]:
+        """The prefix once (batch 1, its KV cache repeated), then every item's steps after it."""
+        p, n = len(prefix), len(batch)
+        width = max(e.n_tokens for e in batch) - p
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)  # (N, C)
+        mask = torch.zeros((n, p + width), dtype=torch.long)  # (N, P + C): prefix + own tokens
+        mask[:, :p] = 1
+        for row, enc in enumerate(batch):
+            ids[row, : enc.n_tokens - p] = torch.tensor(enc.input_ids[p:], dtype=torch.long)
+            mask[row, p: enc.n_tokens] = 1
+        positions = torch.arange(p, p + width, dtype=torch.long).expand(n, width)  # (N, C)
+        backbone, device = self.network.backbone, self.device
+        with torch.inference_mode():
+            cache = backbone(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+            cache.batch_repeat_interleave(n)
+            hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device),
+                              position_ids=positions.to(device), cache=cache,
+                              use_cache=True).last_hidden_state  # (N, C, H)
+            logits = self.network.head(hidden.float()).squeeze(-1).cpu()  # (N, C)
+        return [logits[row, [q - p for q in enc.step_end_positions]].tolist() for row, enc in enumerate(batch)]
 
     def warm_up(self) -> None:
         """A real forward pass, so that ``/ready`` means the model can score."""

@@ -59,6 +59,23 @@ def test_padded_batch_equals_single_items(model: PRMModel) -> None:
         assert got == pytest.approx(model.forward([enc])[0], abs=1e-4)
 
 
+def test_shared_problem_prefix_equals_separate_passes(model: PRMModel) -> None:
+    """Candidates of one problem run the problem once (its KV cache reused); scores must not change."""
+    steps = [s.text for s in split_steps(CODE)]
+    cands = [steps, steps[:2], steps[1:4], [steps[0], "def other():\n    return 1\n"]]
+    items = [model.encode(PROBLEM, c) for c in cands] + [model.encode("A different problem entirely.", steps)]
+    assert len({tuple(e.input_ids[: e.prefix_len]) for e in items}) == 2
+    shared = model.forward(items)
+    model.share_prefix = False
+    try:
+        plain = model.forward(items)
+        alone = [model.forward([e])[0] for e in items]
+    finally:
+        model.share_prefix = True
+    for got, want, one in zip(shared, plain, alone, strict=True):
+        assert got == pytest.approx(want, abs=1e-4) and got == pytest.approx(one, abs=1e-4)
+
+
 def test_save_load_round_trip(model: PRMModel, tmp_path: Path) -> None:
     model.save(tmp_path / "copy")
     again = PRMModel.load(tmp_path / "copy", device="cpu", dtype="float32")
