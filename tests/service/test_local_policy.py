@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -70,5 +72,9 @@ def test_rerank_with_the_embedded_policy(policy: TransformersPolicy, settings: S
 
 async def test_time_budget_cuts_generation(policy: TransformersPolicy) -> None:
     request = GenerationRequest([{"role": "user", "content": "x"}], n=2, max_tokens=100_000, timeout_s=0.2)
+    started = time.monotonic()
     gens = await policy.generate(request)
-    assert {g.finish_reason for g in gens} == {"timeout"}
+    assert time.monotonic() - started < 5  # without the budget: 100k tokens (or a crash past 2048 positions)
+    # a random model may emit EOS first ("stop"); nothing reaches the token limit
+    assert ({g.finish_reason for g in gens} <= {"timeout", "stop"} and "timeout" in {g.finish_reason for g in gens}) \
+        or all(g.completion_tokens < 2048 for g in gens)
