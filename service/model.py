@@ -213,7 +213,7 @@ class PRMModel:
         positions = torch.arange(p, p + width, dtype=torch.long).expand(n, width)  # (N, C)
         backbone, device = self.network.backbone, self.device
         with torch.inference_mode():
-            cache = backbone(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+            cache = backbone(input_ids=torch.tensor([prefix], device=device), use_cache=True).cache
             cache.batch_repeat_interleave(n)
             hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device),
                               position_ids=positions.to(device), cache=cache,
