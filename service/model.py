@@ -6,6 +6,7 @@ checkpoint directory format (safetensors + tokenizer + ``prm.json``; never pickl
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -41,6 +42,10 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 MIN_SHARED_PREFIX = 16  # shorter problem prefixes are not worth a separate pass
+# Padded tokens per forward pass on CPU. Measured on a 2-core EPYC with SmolLM2-135M bf16
+# (benchmarks/results/rerank_scoring_*.json): 16 items of ~1,000 tokens take 37.5 s in one pass,
+# 18.2 s one at a time — bigger CPU passes lose more to attention and cache traffic than they win.
+CPU_PASS_TOKENS = 1024
 
 
 class PRMNetwork(torch.nn.Module):
@@ -75,6 +80,7 @@ class PRMModel:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.separator_id)
         self.share_prefix = True  # candidates of one problem share the problem's KV cache (see forward)
+        self.pass_tokens: int | None = None  # padded tokens per forward pass; None: the whole batch at once
 
     @property
     def device(self) -> torch.device:
@@ -126,6 +132,7 @@ class PRMModel:
         head.load_state_dict(load_file(str(checkpoint / HEAD_FILE)))
         network = PRMNetwork(backbone, head).to(dev).eval()
         model = cls(network, tokenizer, manifest, revision=checkpoint_sha256(checkpoint)[:16])
+        model.pass_tokens = CPU_PASS_TOKENS if dev.type == "cpu" else None
         logger.info("loaded %s (%s) on %s as %s", manifest.name, model.revision, dev, torch_dtype)
         return model
 
@@ -184,42 +191,69 @@ class PRMModel:
             out[i] = logits
         return out
 
+    def _passes(self, batch: Sequence[Encoded]) -> list[list[int]]:
+        """Indices of ``batch`` grouped into forward passes: by length, at most ``pass_tokens`` padded
+        tokens (prefix included) per pass, at least one row."""
+        order = sorted(range(len(batch)), key=lambda i: batch[i].n_tokens)
+        if self.pass_tokens is None:
+            return [order] if order else []
+        passes: list[list[int]] = []
+        for i in order:  # ascending: the newest row is the widest of its pass
+            if passes and (len(passes[-1]) + 1) * batch[i].n_tokens <= self.pass_tokens:
+                passes[-1].append(i)
+            else:
+                passes.append([i])
+        return passes
+
     def _forward_padded(self, batch: Sequence[Encoded]) -> list[list[float]]:
-        """One forward pass over the whole items (right padding)."""
-        if not batch:
-            return []
-        width = max(e.n_tokens for e in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)  # (B, T)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
-        for row, enc in enumerate(batch):
-            ids[row, : enc.n_tokens] = torch.tensor(enc.input_ids, dtype=torch.long)
-            mask[row, : enc.n_tokens] = 1
-        padded = bool((mask == 0).any())
-        with torch.inference_mode():
-            logits = self.network(ids.to(self.device), mask.to(self.device) if padded else None)  # (B, T)
-            logits = logits.float().cpu()
-        return [logits[row, enc.step_end_positions].tolist() for row, enc in enumerate(batch)]
+        """Whole items, right-padded, in passes of at most ``pass_tokens``."""
+        out: list[list[float]] = [[] for _ in batch]
+        for rows in self._passes(batch):
+            chunk = [batch[i] for i in rows]
+            width = max(e.n_tokens for e in chunk)
+            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)  # (B, T)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, T)
+            for row, enc in enumerate(chunk):
+                ids[row, : enc.n_tokens] = torch.tensor(enc.input_ids, dtype=torch.long)
+                mask[row, : enc.n_tokens] = 1
+            padded = bool((mask == 0).any())
+            with torch.inference_mode():
+                logits = self.network(ids.to(self.device), mask.to(self.device) if padded else None)  # (B, T)
+                logits = logits.float().cpu()
+            for row, (i, enc) in enumerate(zip(rows, chunk, strict=True)):
+                out[i] = logits[row, enc.step_end_positions].tolist()
+        return out
 
     def _forward_shared(self, prefix: list[int], batch: Sequence[Encoded]) -> list[list[float]]:
-        """The prefix once (batch 1, its KV cache repeated), then every item's steps after it."""
-        p, n = len(prefix), len(batch)
-        width = max(e.n_tokens for e in batch) - p
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)  # (N, C)
-        mask = torch.zeros((n, p + width), dtype=torch.long)  # (N, P + C): prefix + own tokens
-        mask[:, :p] = 1
-        for row, enc in enumerate(batch):
-            ids[row, : enc.n_tokens - p] = torch.tensor(enc.input_ids[p:], dtype=torch.long)
-            mask[row, p: enc.n_tokens] = 1
-        positions = torch.arange(p, p + width, dtype=torch.long).expand(n, width)  # (N, C)
+        """The prefix once (batch 1), then every item's steps against its KV cache, in passes of at
+        most ``pass_tokens`` (the cache is repeated for a pass of several rows, cropped back after)."""
+        p = len(prefix)
+        out: list[list[float]] = [[] for _ in batch]
         backbone, device = self.network.backbone, self.device
         with torch.inference_mode():
             cache = backbone(input_ids=torch.tensor([prefix], device=device), use_cache=True).cache
-            cache.batch_repeat_interleave(n)
-            hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device),
-                              position_ids=positions.to(device), cache=cache,
-                              use_cache=True).last_hidden_state  # (N, C, H)
-            logits = self.network.head(hidden.float()).squeeze(-1).cpu()  # (N, C)
-        return [logits[row, [q - p for q in enc.step_end_positions]].tolist() for row, enc in enumerate(batch)]
+            for rows in self._passes(batch):
+                chunk = [batch[i] for i in rows]
+                n, width = len(chunk), max(e.n_tokens for e in chunk) - p
+                ids = torch.full((n, width), self.pad_id, dtype=torch.long)  # (N, C)
+                mask = torch.zeros((n, p + width), dtype=torch.long)  # (N, P + C): prefix + own tokens
+                mask[:, :p] = 1
+                for row, enc in enumerate(chunk):
+                    ids[row, : enc.n_tokens - p] = torch.tensor(enc.input_ids[p:], dtype=torch.long)
+                    mask[row, p: enc.n_tokens] = 1
+                positions = torch.arange(p, p + width, dtype=torch.long).expand(n, width)  # (N, C)
+                pass_cache = copy.deepcopy(cache) if n > 1 else cache
+                if n > 1:
+                    pass_cache.batch_repeat_interleave(n)
+                hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                  position_ids=positions.to(device), cache=pass_cache,
+                                  use_cache=True).last_hidden_state  # (N, C, H)
+                if n == 1:
+                    cache.crop(-width)  # drop this item's keys/values: the next item starts from the prefix
+                logits = self.network.head(hidden.float()).squeeze(-1).cpu()  # (N, C)
+                for row, (i, enc) in enumerate(zip(rows, chunk, strict=True)):
+                    out[i] = logits[row, [q - p for q in enc.step_end_positions]].tolist()
+        return out
 
     def warm_up(self) -> None:
         """A real forward pass, so that ``/ready`` means the model can score."""

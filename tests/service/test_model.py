@@ -51,6 +51,19 @@ def test_one_pass_equals_each_prefix_separately(model: PRMModel) -> None:
     assert len(set(round(x, 6) for x in one_pass)) > 1  # a real model gives different step scores
 
 
+def test_passes_respect_the_token_budget(model: PRMModel) -> None:
+    steps = [s.text for s in split_steps(CODE)]
+    items = [model.encode(PROBLEM * k, steps) for k in (1, 2, 3, 1, 5)]
+    budget = model.pass_tokens = 2 * max(e.n_tokens for e in items)
+    try:
+        passes = model._passes(items)
+    finally:
+        model.pass_tokens = 1024
+    assert sorted(i for p in passes for i in p) == list(range(5))
+    assert all(len(p) * max(items[i].n_tokens for i in p) <= budget for p in passes)
+    assert any(len(p) > 1 for p in passes)
+
+
 def test_padded_batch_equals_single_items(model: PRMModel) -> None:
     steps = [s.text for s in split_steps(CODE)]
     items = [model.encode(PROBLEM, steps), model.encode("short", steps[:2]), model.encode(PROBLEM * 3, steps[1:])]
@@ -59,8 +72,11 @@ def test_padded_batch_equals_single_items(model: PRMModel) -> None:
         assert got == pytest.approx(model.forward([enc])[0], abs=1e-4)
 
 
-def test_shared_problem_prefix_equals_separate_passes(model: PRMModel) -> None:
-    """Candidates of one problem run the problem once (its KV cache reused); scores must not change."""
+@pytest.mark.parametrize("pass_tokens", [None, 1, 700])
+def test_shared_problem_prefix_equals_separate_passes(model: PRMModel, pass_tokens: int | None) -> None:
+    """Candidates of one problem run the problem once (its KV cache reused), in passes of any size
+    (one row each, several, all at once); scores must not change."""
+    model.pass_tokens = pass_tokens
     steps = [s.text for s in split_steps(CODE)]
     cands = [steps, steps[:2], steps[1:4], [steps[0], "def other():\n    return 1\n"]]
     items = [model.encode(PROBLEM, c) for c in cands] + [model.encode("A different problem entirely.", steps)]
@@ -71,7 +87,7 @@ def test_shared_problem_prefix_equals_separate_passes(model: PRMModel) -> None:
         plain = model.forward(items)
         alone = [model.forward([e])[0] for e in items]
     finally:
-        model.share_prefix = True
+        model.share_prefix, model.pass_tokens = True, 1024
     for got, want, one in zip(shared, plain, alone, strict=True):
         assert got == pytest.approx(want, abs=1e-4) and got == pytest.approx(one, abs=1e-4)
 
