@@ -170,7 +170,8 @@ class PRMModel:
         """Step logits for every item of ``batch``.
 
         Items that share their problem prefix (the candidates of one problem, as in a rerank) run
-        the prefix once and their steps against its KV cache; the others go in one padded pass.
+        the prefix once and their steps against its KV cache; the others run whole, right-padded.
+        Either way in passes of at most ``pass_tokens`` padded tokens (CPU) or all at once (GPU).
         """
         if not batch:
             return []
