@@ -23,6 +23,7 @@ from trainer.data import assert_no_leak, check_training_source, load_problems, s
 from trainer.execute import execute_candidate, pass_flags
 from trainer.generate import generate_candidates, make_candidate
 from trainer.label import label_candidate
+from trainer.mutate import mutants as make_mutants
 from trainer.records import Candidate, ExecSummary, Problem, StepLabel
 from trainer.runs import JsonlStore, progress, stage
 
@@ -90,9 +91,10 @@ def make_policy(config: GenerateConfig) -> Policy:
 # --- stages ---------------------------------------------------------------------------------
 
 def generate_stage(run: Path, config: GenerateConfig, problems: Sequence[RunProblem], *, references: bool,
-                   policy: Policy | None = None) -> int:
+                   mutants: int = 0, policy: Policy | None = None) -> int:
     """Candidates for every problem (skipping those done); ``references`` adds each problem's
-    reference solution as a candidate of provenance ``reference``. Problems run concurrently (a
+    reference solution as a candidate of provenance ``reference``, ``mutants`` that many mutants of
+    it (one change in one function, ``trainer.mutate``) of provenance ``mutant``. Problems run concurrently (a
     batching server such as vLLM serves them together); each problem's seed is ``seed + its index``."""
     problems_store(run).append(problems)
     store = candidates_store(run)
@@ -107,6 +109,11 @@ def generate_stage(run: Path, config: GenerateConfig, problems: Sequence[RunProb
             if references and problem.canonical_solution:
                 cands.append(make_candidate(problem, "reference", problem.canonical_solution, policy="reference",
                                             template="reference", provenance="reference"))
+            if mutants and problem.canonical_solution:
+                cands += [make_candidate(problem, f"mutant-{j}", m.code, policy=f"mutant:{m.operator}@{m.step_index}",
+                                         template="reference", provenance="mutant")
+                          for j, m in enumerate(make_mutants(problem.canonical_solution, count=mutants,
+                                                             seed=config.seed + i))]
             return cands
 
         def save(cands: list[Candidate]) -> None:
