@@ -15,6 +15,22 @@ import httpx
 from tests.service.redis_server import free_port
 
 
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path, *, timeout_s: float, poll_s: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the log's tail if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not up in {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
+        time.sleep(poll_s)
+
+
 @contextmanager
 def live_server(checkpoint: Path, log: Path, **env: str) -> Iterator[str]:
     """Yield the base URL once ``/ready`` is true; stop the server at exit."""
@@ -26,18 +42,7 @@ def live_server(checkpoint: Path, log: Path, **env: str) -> Iterator[str]:
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not ready in 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_until_up(proc, f"{url}/ready", log, timeout_s=90, poll_s=0.1)
         yield url
     finally:
         proc.terminate()

@@ -120,14 +120,15 @@ def generate_stage(run: Path, config: GenerateConfig, problems: Sequence[RunProb
             st.count("candidates", store.append(cands))
             st.save()
 
-        _run_all(todo, one, save, policy=policy, config=config, limit=_problem_concurrency(config),
+        _run_all(todo, one, save, policy=policy, config=config, limit=_in_flight(config, config.n),
                  desc="generate")
         return st.manifest.counts.get("candidates", 0)
 
 
-def _problem_concurrency(config: GenerateConfig) -> int:
-    """Problems (or candidates being labelled) in flight: enough to keep ``concurrency`` requests busy."""
-    return max(1, config.concurrency // max(1, config.n)) if config.backend == "openai" else 1
+def _in_flight(config: GenerateConfig, samples_per_item: int) -> int:
+    """Items (problems, or candidates being labelled) in flight: enough to keep ``concurrency`` policy
+    requests busy on a server; one at a time for an in-process backend."""
+    return max(1, config.concurrency // max(1, samples_per_item)) if config.backend == "openai" else 1
 
 
 def _run_all(items: Sequence[T], work: Callable[[Policy, T], Awaitable[R]], save: Callable[[R], None], *,
@@ -213,8 +214,8 @@ def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig, *, pol
             st.count("rollouts", sum(lb.n_rollouts for lb in labels if not lb.final))
             st.save()
 
-        limit = max(1, generate.concurrency // max(1, config.rollouts)) if generate.backend == "openai" else 1
-        _run_all(todo, one, save, policy=policy, config=generate, limit=limit, desc="label")
+        _run_all(todo, one, save, policy=policy, config=generate, limit=_in_flight(generate, config.rollouts),
+                 desc="label")
         return st.manifest.counts.get("labels", 0)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from clients.prm import PRMClient
 from service.cof import CODE_STOP, assistant_prefix, cof_prompt
 from service.errors import PolicyTimeout
 from service.policy import GenerationRequest, OpenAIPolicy
-from tests.live import live_server
+from tests.live import live_server, wait_until_up
 from tests.service.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,18 +42,7 @@ def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 400
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"vLLM not up in 400 s:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
+        wait_until_up(proc, f"{url}/health", log, timeout_s=400, poll_s=1.0)
         yield url
     finally:
         os.killpg(proc.pid, 15)
