@@ -145,27 +145,33 @@ async def _score_local(settings: Settings, item: Any) -> Any:
 
 
 @app.command()
-def rerank(candidates: Annotated[list[Path] | None, typer.Argument(help="candidate files (none: generate --n)")] = None,
+def rerank(candidates: Annotated[list[Path] | None, typer.Argument(help="candidate files (none: generate --n)",
+                                                                  exists=True, dir_okay=False)] = None,
            problem: Annotated[str, typer.Option("--problem", "-p", help="TEXT, @file or - for stdin")] = "",
            n: Annotated[int | None, typer.Option(help="candidates to generate with the server's policy")] = None,
-           tests: Annotated[Path | None, typer.Option(help="JSON list of public tests: {input, output} or {code}")]
-           = None,
+           tests: Annotated[Path | None, typer.Option(help="JSON list of public tests: {input, output} or {code}",
+                                                      exists=True, dir_okay=False)] = None,
            language: Annotated[str, typer.Option("--language", "-l")] = "python",
            aggregation: Annotated[str | None, typer.Option(help="min|mean|last|product|logodds")] = None,
            server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     """Rank candidate programs (or n generated ones) with the server at --server."""
-    result = _rerank(server, api_key, _read_arg(problem), [c.read_text() for c in candidates or []] or None,
-                     n=n, tests=tests, language=language, aggregation=aggregation)
+    texts = [_read_file(c) for c in candidates or []]
+    result = _rerank(server, api_key, _read_arg(problem), texts or None, n=n, tests=tests, language=language,
+                     aggregation=aggregation)
     names = [str(c) for c in candidates or []]
     _print_ranking(result, names, as_json)
 
 
 @app.command("ci-rerank")
-def ci_rerank(candidates: Annotated[list[Path], typer.Argument(help="candidate files, or unified diffs of --base")],
-              problem: Annotated[Path, typer.Option("--problem", "-p", help="file with the problem statement")],
-              base: Annotated[Path | None, typer.Option(help="the file the diffs apply to")] = None,
+def ci_rerank(candidates: Annotated[list[Path], typer.Argument(help="candidate files, or unified diffs of --base",
+                                                                exists=True, dir_okay=False)],
+              problem: Annotated[Path, typer.Option("--problem", "-p", help="file with the problem statement",
+                                                    exists=True, dir_okay=False)],
+              base: Annotated[Path | None, typer.Option(help="the file the diffs apply to", exists=True,
+                                                        dir_okay=False)] = None,
               threshold: Annotated[float, typer.Option(help="exit 1 unless the best score reaches this")] = 0.5,
-              tests: Annotated[Path | None, typer.Option(help="JSON list of public tests")] = None,
+              tests: Annotated[Path | None, typer.Option(help="JSON list of public tests", exists=True,
+                                                         dir_okay=False)] = None,
               language: Annotated[str, typer.Option("--language", "-l")] = "python",
               aggregation: Annotated[str | None, typer.Option(help="min|mean|last|product|logodds")] = None,
               server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
@@ -175,16 +181,16 @@ def ci_rerank(candidates: Annotated[list[Path], typer.Argument(help="candidate f
 
     codes = []
     for path in candidates:
-        text = path.read_text()
+        text = _read_file(path)
         if looks_like_diff(text):
             if base is None:
                 _fail(f"{path} is a diff: pass --base FILE (the file it applies to)")
             try:
-                text = apply_unified_diff(base.read_text(), text)
+                text = apply_unified_diff(_read_file(base), text)
             except PatchError as exc:
                 _fail(f"{path}: {exc}")
         codes.append(text)
-    result = _rerank(server, api_key, problem.read_text(), codes, n=None, tests=tests, language=language,
+    result = _rerank(server, api_key, _read_file(problem), codes, n=None, tests=tests, language=language,
                      aggregation=aggregation)
     _print_ranking(result, [str(c) for c in candidates], as_json)
     best = result.ranking[0] if result.ranking else None
@@ -193,6 +199,13 @@ def ci_rerank(candidates: Annotated[list[Path], typer.Argument(help="candidate f
         verdict = "ok" if passed else "no candidate reaches"
         typer.echo(f"{verdict}: best {best.score if best else None} vs threshold {threshold}")
     raise typer.Exit(0 if passed else 1)
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {path}: {exc}")
 
 
 def _client(server: str, api_key: str | None) -> Any:

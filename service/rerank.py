@@ -108,6 +108,8 @@ class Reranker:
         agg: Aggregation = req.aggregation or self.settings.default_aggregation \
             or self.engine.model.manifest.default_aggregation
         test_type: TestType = _test_type(req)
+        if req.public_tests and len(req.public_tests) > self.settings.max_public_tests:
+            raise InputTooLong(f"{len(req.public_tests)} public tests; the limit is {self.settings.max_public_tests}")
         usage = None
         if req.candidates is not None:
             self._check_count(len(req.candidates))

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     policy_max_tokens: int = Field(default=1024, ge=16)
     default_n: int = Field(default=4, ge=1, description="candidates generated when a rerank gives no n")
     max_candidates: int = Field(default=16, ge=1, description="candidates per rerank (given or generated)")
+    max_public_tests: int = Field(default=16, ge=1, description="public tests per rerank")
     sandbox_workers: int = Field(default=2, ge=1, description="public-test runs in parallel")
     test_wall_s: float = Field(default=10.0, gt=0, description="wall limit of one candidate's public tests")
     # auth and logs

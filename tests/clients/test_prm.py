@@ -164,6 +164,13 @@ def test_ci_rerank_with_files_and_diffs(server: str, tmp_path: Path) -> None:
     assert high.exit_code == 1 and "no candidate reaches" in high.output
     no_base = runner.invoke(cli, ["ci-rerank", str(patch), "--problem", str(problem), "--server", server])
     assert no_base.exit_code == 2 and "--base" in no_base.output
+    missing = runner.invoke(cli, ["ci-rerank", str(tmp_path / "nope.py"), "--problem", str(problem),
+                                  "--server", server])
+    assert missing.exit_code == 2 and "Invalid value for 'candidates'" in missing.output  # typer: file missing
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    unreadable = runner.invoke(cli, ["ci-rerank", str(binary), "--problem", str(problem), "--server", server])
+    assert unreadable.exit_code == 2 and "cannot read" in unreadable.output
     stale = tmp_path / "other.py"
     stale.write_text("x = 1\n")
     wrong = runner.invoke(cli, [*args[:5], "--base", str(stale), "--server", server])

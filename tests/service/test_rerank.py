@@ -156,6 +156,7 @@ def test_reply_without_code_block_is_scored_as_is(settings: Settings, engine: Sc
     ({"problem": PROBLEM}, 400, "invalid_input"),  # no policy configured and no candidates
     ({"problem": PROBLEM, "candidates": [GOOD] * 17}, 413, "input_too_long"),
     ({"problem": PROBLEM, "n": 17}, 413, "input_too_long"),
+    ({"problem": PROBLEM, "candidates": [GOOD], "public_tests": TESTS * 9}, 413, "input_too_long"),
     ({"problem": PROBLEM, "candidates": [GOOD], "n": 2}, 422, "validation_error"),
     ({"problem": PROBLEM, "candidates": []}, 422, "validation_error"),
     ({"problem": "", "candidates": [GOOD]}, 422, "validation_error"),
