@@ -43,8 +43,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 MIN_SHARED_PREFIX = 16  # shorter problem prefixes are not worth a separate pass
 # Padded tokens per forward pass on CPU. Measured on a 2-core EPYC with SmolLM2-135M bf16
-# (benchmarks/results/rerank_scoring_*.json): 16 items of ~1,000 tokens take 37.5 s in one pass,
-# 18.2 s one at a time — bigger CPU passes lose more to attention and cache traffic than they win.
+# (benchmarks/bench_pass_size.py, results/pass_size.json): 16 items of 781-1,435 tokens take 32.9 s in one
+# pass, 18.9 s one at a time — bigger CPU passes lose more to attention and cache traffic than they win.
 CPU_PASS_TOKENS = 1024
 
 
