@@ -14,6 +14,7 @@ from service.errors import InvalidInput
 
 MANIFEST = "prm.json"
 HEAD_FILE = "head.safetensors"
+ADAPTER_FILE = "adapter.safetensors"
 BACKBONE_DIR = "backbone"
 TOKENIZER_DIR = "tokenizer"
 
@@ -23,6 +24,19 @@ class BaseModelSpec(BaseModel):
     id: str
     revision: str | None = None
     sha256: str | None = None
+
+
+class AdapterSpec(BaseModel):
+    """``weights: "adapter"``: the checkpoint holds only what training changed. Each of ``modules``
+    (Linear layers of the base model, by name) gets ``W += B @ A`` (``B`` pre-scaled, rank ``rank``);
+    ``added_tokens`` are added to the base tokenizer in order and take ids ``first_added_id``, … with
+    their trained embedding rows. The base weights come from ``base_model`` (hash-checked)."""
+
+    model_config = ConfigDict(extra="ignore")
+    rank: int = Field(gt=0)
+    modules: list[str]
+    added_tokens: list[str]
+    first_added_id: int = Field(ge=0)
 
 
 class HeadSpec(BaseModel):
@@ -41,7 +55,8 @@ class PRMManifest(BaseModel):
     template: Literal["dreamprm-cof-v1"] = "dreamprm-cof-v1"
     separator_token: str = STEP_SEPARATOR
     base_model: BaseModelSpec
-    weights: Literal["full"] = "full"
+    weights: Literal["full", "adapter"] = "full"
+    adapter: AdapterSpec | None = None
     head: HeadSpec
     dtype: str = "float32"
     default_aggregation: Aggregation = "min"

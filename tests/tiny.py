@@ -33,7 +33,8 @@ def tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
                                    pad_token="<|endoftext|>")
 
 
-def tiny_prm(*, hidden: int = 32, layers: int = 2, seed: int = 0, max_tokens: int = 1024) -> PRMModel:
+def tiny_lm(*, hidden: int = 32, layers: int = 2, seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """A tiny random causal LM and its tokenizer (the embedding table has one spare row)."""
     import torch
 
     torch.manual_seed(seed)
@@ -41,7 +42,19 @@ def tiny_prm(*, hidden: int = 32, layers: int = 2, seed: int = 0, max_tokens: in
     config = LlamaConfig(vocab_size=len(tok) + 1, hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=4096, tie_word_embeddings=True)
-    backbone = LlamaForCausalLM(config)
+    return LlamaForCausalLM(config), tok
+
+
+def save_tiny_lm(path: Path, **kwargs: int) -> Path:
+    """A tiny base model as a Hugging Face directory (what an adapter checkpoint is trained on)."""
+    model, tok = tiny_lm(**kwargs)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def tiny_prm(*, hidden: int = 32, layers: int = 2, seed: int = 0, max_tokens: int = 1024) -> PRMModel:
+    backbone, tok = tiny_lm(hidden=hidden, layers=layers, seed=seed)
     return PRMModel.create(backbone, tok, name="tiny-random-prm", seed=seed, max_tokens=max_tokens,
                            base_model=BaseModelSpec(id="tiny-random-llama", revision=f"seed{seed}"))
 

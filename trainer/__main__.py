@@ -73,12 +73,15 @@ def generate(run: RunArg, sets: SetOpt = None,
              problems: Annotated[str, typer.Option(help="problems per split part")] = "train=20,meta=10,dev=10",
              references: Annotated[bool, typer.Option(help="add reference solutions as candidates")] = False,
              mutants: Annotated[int, typer.Option(help="mutants of each reference to add as candidates")] = 0,
+             difficulty: Annotated[list[str] | None, typer.Option(help="only problems of this difficulty "
+                                                                       "(repeatable: easy, medium, hard)")] = None,
              allow_any_data: Annotated[bool, typer.Option(help="tests only: train on another file")] = False) -> None:
     """N Chain-of-Function candidates per problem."""
     from trainer.pipeline import generate_stage, select_split
 
     s = _settings(run, sets)
-    chosen = select_split(data, _counts(problems), allow_any_source=allow_any_data)  # type: ignore[arg-type]
+    chosen = select_split(data, _counts(problems), allow_any_source=allow_any_data,  # type: ignore[arg-type]
+                          difficulties=difficulty)
     made = generate_stage(run, _config(s, "generate"), chosen, references=references, mutants=mutants)
     typer.echo(f"generated {made} candidates")
 

@@ -68,6 +68,9 @@ class ExecuteConfig:
 @dataclass(frozen=True, slots=True)
 class LabelConfig:
     rollouts: int = field(default=8, metadata={"help": "M: completions sampled per step prefix"})
+    reference_rollouts: int = field(default=0, metadata={
+        "help": "R: weight of the reference solution's continuation of a prefix, for candidates whose steps "
+                "line up with the reference (the reference and its mutants); label = passes / (M + R)"})
     temperature: float = field(default=0.8, metadata={"help": "rollout sampling temperature"})
     max_tokens: int = field(default=2048, metadata={"help": "new tokens per rollout"})
     workers: int = field(default_factory=lambda: os.cpu_count() or 1,
@@ -76,6 +79,7 @@ class LabelConfig:
 
     def __post_init__(self) -> None:
         _check(self.rollouts >= 1 and self.max_tokens >= 1, "rollouts and max_tokens must be >= 1")
+        _check(self.reference_rollouts >= 0, "reference_rollouts must be >= 0")
         _check(self.temperature >= 0 and self.workers >= 1, "temperature must be >= 0 and workers >= 1")
 
 
@@ -114,6 +118,8 @@ class ExportConfig:
     name: str = field(default="dreamprm-code", metadata={"help": "model name written to prm.json"})
     default_aggregation: Aggregation = field(default="min", metadata={"help": "aggregation the service uses "
                                                                               "when a request names none"})
+    scorer: Literal["prm_corrected", "prm_uncorrected", "prm_fit"] = field(default="prm_corrected", metadata={
+        "help": "which of the run's checkpoints to export"})
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "name must be set")

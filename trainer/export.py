@@ -3,30 +3,86 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import torch
 
 from service.aggregate import Aggregation
-from service.manifest import BaseModelSpec, HeadSpec, PRMManifest
-from service.model import PRMModel, PRMNetwork
+from service.encoding import STEP_SEPARATOR
+from service.manifest import ADAPTER_FILE, HEAD_FILE, AdapterSpec, BaseModelSpec, HeadSpec, PRMManifest, write_manifest
+from service.model import PRMModel, PRMNetwork, adapter_tensors
 from trainer.fit import merge_trainable
 from trainer.records import Candidate, Problem, StepLabel, TRLRow
+
+Weights = Literal["full", "adapter"]
 
 
 def export_checkpoint(network: PRMNetwork, tokenizer: Any, out: Path, *, name: str, base_model: BaseModelSpec,
                       max_tokens: int, default_aggregation: Aggregation, training: dict[str, Any],
-                      metrics: dict[str, Any], card: str) -> PRMModel:
-    """Merge adapters, write ``out`` atomically with ``prm.json`` and ``MODEL_CARD.md``."""
+                      metrics: dict[str, Any], card: str, weights: Weights = "full",
+                      separator: str = STEP_SEPARATOR) -> PRMModel:
+    """Merge adapters, write ``out`` atomically with ``prm.json`` and ``MODEL_CARD.md``.
+
+    ``weights="full"``: the whole merged backbone and tokenizer (self-contained). ``"adapter"``: only the
+    LoRA factors, the separator's embedding row and the head (a few MB; the base model is loaded from
+    ``base_model``, whose sha256 must be set)."""
+    factors = lora_factors(network) if weights == "adapter" else {}
+    if weights == "adapter" and (not factors or base_model.sha256 is None):
+        raise ValueError("an adapter checkpoint needs LoRA training and a base model with a sha256")
     network = merge_trainable(network).eval()
     hidden = int(network.head.in_features)
     dtype = str(next(network.backbone.parameters()).dtype).removeprefix("torch.")
+    adapter_spec, tensors = None, None
+    if weights == "adapter":
+        first = int(tokenizer.convert_tokens_to_ids(separator))
+        if first != len(tokenizer) - 1:
+            raise ValueError(f"the separator {separator!r} must be the only token added to the base tokenizer")
+        rows = network.backbone.get_input_embeddings().weight[first:first + 1]
+        adapter_spec = AdapterSpec(rank=next(iter(factors.values()))[0].shape[0], modules=sorted(factors),
+                                   added_tokens=[separator], first_added_id=first)
+        tensors = adapter_tensors(factors, rows)
     manifest = PRMManifest(name=name, base_model=base_model, head=HeadSpec(in_features=hidden), dtype=dtype,
                            default_aggregation=default_aggregation, max_tokens=max_tokens, training=training,
-                           metrics=metrics)
+                           metrics=metrics, weights=weights, adapter=adapter_spec)
     model = PRMModel(network, tokenizer, manifest)
-    model.save(out, overwrite=True, extra_files={"MODEL_CARD.md": card})
+    model.save(out, overwrite=True, extra_files={"MODEL_CARD.md": card}, adapter=tensors)
     return model
+
+
+def copy_adapter_checkpoint(source: Path, out: Path, manifest: PRMManifest, *, card: str) -> None:
+    """``source``'s adapter and head, unchanged, with a new ``prm.json`` and card, written atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        for name in (ADAPTER_FILE, HEAD_FILE):
+            shutil.copyfile(source / name, tmp / name)
+        write_manifest(tmp, manifest)
+        (tmp / "MODEL_CARD.md").write_text(card)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def lora_factors(network: PRMNetwork) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(A, scaling · B) of every LoRA layer of a peft-wrapped backbone, by the base model's module name."""
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, module in network.backbone.named_modules():
+        lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
+        if isinstance(lora_a, torch.nn.ModuleDict) and isinstance(lora_b, torch.nn.ModuleDict) and "default" in lora_a:
+            scale = float(module.scaling["default"])
+            out[name.removeprefix("base_model.model.")] = (
+                lora_a["default"].weight.detach().float().clone(),
+                (lora_b["default"].weight.detach().float() * scale).clone())
+    return out
 
 
 def trl_rows(problems: Mapping[str, Problem], candidates: Iterable[Candidate],

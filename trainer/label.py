@@ -3,6 +3,13 @@
 For step k < K-1: M completions of the program from steps[0..k], each executed on the tests;
 soft label = pass rate, hard label = any pass. The final step's label is the candidate's own,
 clean, test outcome.
+
+Optionally the rollout policy is a mixture: besides the M policy samples, R rollouts continue the
+prefix with the problem's reference solution — for candidates whose steps line up with the reference
+step for step (the reference itself and its mutants, which change one function). That continuation is
+deterministic, so it is run once and counts R times. With a weak policy (SmolLM2-135M passes almost
+nothing) the policy samples alone would label every prefix 0; the mixture keeps their noise (a correct
+prefix gets R/(M+R) when the policy fails from it) while a prefix that already holds the bug gets 0.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from service.cof import CODE_STOP, assistant_prefix
+from service.errors import InvalidInput
 from service.policy import GenerationRequest, Policy
-from service.steps import extract_code
+from service.steps import extract_code, split_code
 from trainer.generate import problem_prompt
 from trainer.records import Candidate, Problem, StepLabel
 
@@ -35,8 +43,9 @@ def complete_program(code_prefix: str, continuation: str) -> str:
 
 async def label_candidate(policy: Policy, execute: Executor, problem: Problem, candidate: Candidate, *,
                           rollouts: int, temperature: float, top_p: float, max_tokens: int,
-                          seed: int) -> list[StepLabel]:
-    """Step labels of one executed candidate (its ``exec`` must be set)."""
+                          seed: int, reference_rollouts: int = 0) -> list[StepLabel]:
+    """Step labels of one executed candidate (its ``exec`` must be set): ``rollouts`` policy samples per
+    prefix, plus ``reference_rollouts`` (a weight) for the reference's continuation where it lines up."""
     if candidate.exec is None:
         raise ValueError(f"candidate {candidate.candidate_id} of {problem.id} has not been executed")
     n_steps = len(candidate.steps)
@@ -44,21 +53,43 @@ async def label_candidate(policy: Policy, execute: Executor, problem: Problem, c
         return []
     _, messages = problem_prompt(problem)
 
+    reference = aligned_reference(problem, candidate) if reference_rollouts else None
+
     async def rollout_labels(k: int) -> StepLabel:
         code = prefix_code(candidate, k)
-        request = GenerationRequest(messages, n=rollouts, prefix=assistant_prefix(code), temperature=temperature,
-                                    top_p=top_p, max_tokens=max_tokens, seed=seed + k, stop=CODE_STOP)
-        generations = await policy.generate(request)
-        passed = await execute(problem, [complete_program(code, g.text) for g in generations])
-        n_pass = sum(passed)
+        codes: list[str] = []
+        if rollouts:
+            request = GenerationRequest(messages, n=rollouts, prefix=assistant_prefix(code), temperature=temperature,
+                                        top_p=top_p, max_tokens=max_tokens, seed=seed + k, stop=CODE_STOP)
+            codes = [complete_program(code, g.text) for g in await policy.generate(request)]
+        weights = [1] * len(codes)
+        if reference is not None:
+            codes.append(code + "".join(reference[k + 1:]))
+            weights.append(reference_rollouts)
+        passed = await execute(problem, codes)
+        n_pass = sum(w for w, ok in zip(weights, passed, strict=True) if ok)
         return StepLabel(problem_id=problem.id, candidate_id=candidate.candidate_id, step_index=k,
-                         mc_label=n_pass / len(passed), n_rollouts=len(passed), n_pass=n_pass, final=False)
+                         mc_label=n_pass / sum(weights), n_rollouts=sum(weights), n_pass=n_pass, final=False)
 
     labels = list(await asyncio.gather(*(rollout_labels(k) for k in range(n_steps - 1))))
     outcome = int(candidate.exec.passed)
     labels.append(StepLabel(problem_id=problem.id, candidate_id=candidate.candidate_id, step_index=n_steps - 1,
                             mc_label=float(outcome), n_rollouts=1, n_pass=outcome, final=True))
     return labels
+
+
+def aligned_reference(problem: Problem, candidate: Candidate) -> list[str] | None:
+    """The reference solution's step texts when the candidate's steps match them one for one (same
+    count, kinds and names: the reference and its mutants); else None (no reference continuation)."""
+    if not problem.canonical_solution or not candidate.steps:
+        return None
+    try:
+        steps = split_code(problem.canonical_solution).steps
+    except InvalidInput:
+        return None
+    same = len(steps) == len(candidate.steps) and all(
+        (s.kind, s.name) == (c.kind, c.name) for s, c in zip(steps, candidate.steps, strict=True))
+    return [s.text for s in steps] if same else None
 
 
 def hard_label(label: StepLabel) -> int:

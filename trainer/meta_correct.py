@@ -42,6 +42,9 @@ class CorrectConfig:
         "help": "weights clamped to this range after every outer step, as the authors' code does"})
     seed: int = field(default=0, metadata={"help": "seed of the minibatch order (model init is the caller's)"})
     log_every: int = field(default=50, metadata={"help": "log and record history every n iterations"})
+    warm_start: bool = field(default=False, metadata={
+        "help": "both variants continue from the fit stage's LoRA adapter and head (an adapter checkpoint) "
+                "instead of starting from the base model"})
 
     def __post_init__(self) -> None:
         if self.inner_steps < 1 or self.iterations < 0 or self.log_every < 1:

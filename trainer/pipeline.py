@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from service.policy import OpenAIPolicy, Policy
 from trainer.config import ExecuteConfig, GenerateConfig, LabelConfig
-from trainer.data import assert_no_leak, check_training_source, load_problems, split_problems
+from trainer.data import assert_no_leak, check_training_source, load_problems, select_problems, split_problems
 from trainer.execute import execute_candidate, pass_flags
 from trainer.generate import generate_candidates, make_candidate
 from trainer.label import label_candidate
@@ -62,12 +62,15 @@ def labels_store(run: Path, sub: str = "label") -> JsonlStore[StepLabel]:
                       key=lambda r: (r.problem_id, r.candidate_id, r.step_index))
 
 
-def select_split(data: Path, counts: dict[Part, int], *, allow_any_source: bool = False) -> list[RunProblem]:
-    """The first ``counts[part]`` problems of each part of the deterministic split of ``data``."""
+def select_split(data: Path, counts: dict[Part, int], *, allow_any_source: bool = False,
+                 difficulties: Collection[str] | None = None) -> list[RunProblem]:
+    """The first ``counts[part]`` problems (of ``difficulties``, if given) of each part of the deterministic
+    split of ``data``. Filtering happens after the split, so it never moves a problem between parts."""
     check_training_source(data, allow_any=allow_any_source)
     split = split_problems(load_problems(data))
     parts: dict[Part, list[Problem]] = {"train": split.train, "meta": split.meta, "dev": split.dev}
-    return [RunProblem(part=part, problem=p) for part, n in counts.items() for p in parts[part][:n]]
+    return [RunProblem(part=part, problem=p) for part, n in counts.items()
+            for p in select_problems(parts[part], limit=n, difficulties=difficulties)]
 
 
 def run_problems(run: Path, *parts: Part) -> list[Problem]:
@@ -203,7 +206,8 @@ def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig, *, pol
     async def one(policy: Policy, cand: Candidate) -> list[StepLabel]:
         return await label_candidate(policy, execute, problems[cand.problem_id], cand, rollouts=config.rollouts,
                                      temperature=config.temperature, top_p=generate.top_p,
-                                     max_tokens=config.max_tokens, seed=config.seed)
+                                     max_tokens=config.max_tokens, seed=config.seed,
+                                     reference_rollouts=config.reference_rollouts)
 
     with stage(run / "label", "label", config, [exec_store(run).path]) as st:
         done = {(k[0], k[1]) for k in store.keys()}

@@ -9,15 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from service.aggregate import AGGREGATIONS
 from service.errors import InputTooLong
-from service.manifest import BaseModelSpec
-from service.model import PRMModel
+from service.manifest import ADAPTER_FILE, HEAD_FILE, BaseModelSpec, read_manifest
+from service.model import PRMModel, PRMNetwork, base_sha256
 from trainer.config import EvaluateConfig, ExportConfig, FitConfig, config_to_dict
 from trainer.data import assert_no_leak
 from trainer.evaluate import EvalCandidate, evaluate
-from trainer.export import export_checkpoint, model_card, trl_rows, write_trl
+from trainer.export import Weights, copy_adapter_checkpoint, export_checkpoint, model_card, trl_rows, write_trl
 from trainer.fit import Example, batch_sampler, build_examples, fit, prepare_trainable
 from trainer.meta_correct import CorrectConfig, correct_labels, fit_plain, meta_loss
 from trainer.pipeline import describe, executed_candidates, final_labels, label_table, labels_store, run_problems
@@ -35,12 +36,12 @@ def init_prm(source: str, *, max_tokens: int, seed: int) -> PRMModel:
     path = Path(source)
     if (path / "prm.json").is_file():
         return PRMModel.load(path, device="cpu", dtype="float32")
-    from service.local_policy import SMOLLM2_ID, file_sha256, load_causal_lm, smollm2_gguf
+    from service.local_policy import SMOLLM2_ID, load_causal_lm, smollm2_gguf
 
     src = smollm2_gguf() if source == "smollm2" else path
     lm, tokenizer = load_causal_lm(src, dtype=torch.float32)
     spec = BaseModelSpec(id=SMOLLM2_ID if source == "smollm2" else source, revision=src.name,
-                         sha256=file_sha256(src) if src.is_file() else None)
+                         sha256=base_sha256(src))
     return PRMModel.create(lm, tokenizer, name="dreamprm-code", base_model=spec, max_tokens=max_tokens, seed=seed)
 
 
@@ -72,7 +73,8 @@ def fit_stage(run: Path, config: FitConfig) -> list[dict[str, float]]:
         network = prepare_trainable(model.network, config, model.separator_id)
         history = fit(network, train, meta, config, pad_id=model.pad_id)
         atomic_write_text(run / "fit" / "history.json", json.dumps(history, indent=1))
-        _save(model, run / "fit" / "checkpoint", {"stage": "fit", **config_to_dict(config)}, run)
+        _save(model, run / "fit" / "checkpoint", {"stage": "fit", **config_to_dict(config)}, run,
+              weights=_weights(config))
         st.count("examples", len(train))
         return history
 
@@ -84,7 +86,11 @@ def correct_stage(run: Path, fit_config: FitConfig, config: CorrectConfig) -> di
         for variant in ("uncorrected", "corrected"):
             model = init_prm(fit_config.model, max_tokens=fit_config.max_tokens, seed=fit_config.seed)
             train, table, meta = _examples(run, model, fit_config.max_tokens)
+            if config.warm_start:
+                _load_adapter_rows_and_head(model, run / "fit" / "checkpoint")
             network = prepare_trainable(model.network, fit_config, model.separator_id)
+            if config.warm_start:
+                _load_lora(network, run / "fit" / "checkpoint")
             train_fn = batch_sampler(train, config.batch_size, model.pad_id, config.seed)
             meta_fn = batch_sampler(meta, config.meta_batch_size, model.pad_id, config.seed + 1)
             if variant == "corrected":
@@ -97,9 +103,9 @@ def correct_stage(run: Path, fit_config: FitConfig, config: CorrectConfig) -> di
             final = meta_loss(network, [meta_fn(i) for i in range(max(1, len(meta) // config.meta_batch_size))])
             results[variant] = {"meta_loss": float(final), "history": history}
             summary = {"stage": "correct", "variant": variant, "mode": config.mode, "iterations": config.iterations,
-                       **config_to_dict(fit_config)}
+                       "warm_start": config.warm_start, **config_to_dict(fit_config)}
             _save(model, run / ("correct/checkpoint" if variant == "corrected" else "correct/uncorrected"),
-                  summary, run)
+                  summary, run, weights=_weights(fit_config))
         atomic_write_text(run / "correct" / "history.json", json.dumps(results, indent=1))
         st.count("labels", len(table))
         return {k: v["meta_loss"] for k, v in results.items()}
@@ -111,14 +117,52 @@ def _write_corrected(run: Path, table: list[StepLabel], corrected: torch.Tensor,
     atomic_write_text(run / "correct" / "labels.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _save(model: PRMModel, out: Path, training: dict[str, Any], run: Path) -> None:
+def _weights(config: FitConfig) -> Weights:
+    """LoRA runs on a raw base model save adapter checkpoints (a few MB, the base loaded from its source);
+    the rest (full fine-tuning, head only, or a start from a PRM checkpoint) save the whole backbone."""
+    return "adapter" if config.lora and not (Path(config.model) / "prm.json").is_file() else "full"
+
+
+def _load_adapter_rows_and_head(model: PRMModel, checkpoint: Path) -> None:
+    """Warm start, before peft wraps the backbone: the checkpoint's added embedding rows and value head."""
+    manifest = read_manifest(checkpoint)
+    if manifest.weights != "adapter" or manifest.adapter is None:
+        raise ValueError(f"warm start needs an adapter checkpoint; {checkpoint} has {manifest.weights} weights")
+    if manifest.base_model.sha256 != model.manifest.base_model.sha256:
+        raise ValueError(f"{checkpoint} was trained on another base model")
+    rows = load_file(str(checkpoint / ADAPTER_FILE))["embed.added"]
+    first = manifest.adapter.first_added_id
+    with torch.no_grad():
+        model.network.backbone.get_input_embeddings().weight[first:first + rows.shape[0]] = rows
+        model.network.head.load_state_dict(load_file(str(checkpoint / HEAD_FILE)))
+
+
+def _load_lora(network: PRMNetwork, checkpoint: Path) -> None:
+    """Warm start, after peft wrapped the backbone: the checkpoint's LoRA factors (same rank and modules)."""
+    tensors = load_file(str(checkpoint / ADAPTER_FILE))
+    loaded = 0
+    with torch.no_grad():
+        for name, module in network.backbone.named_modules():
+            key = name.removeprefix("base_model.model.")
+            if f"{key}.A" in tensors and hasattr(module, "lora_A"):
+                a, b = tensors[f"{key}.A"], tensors[f"{key}.B"]
+                if a.shape != module.lora_A["default"].weight.shape:
+                    raise ValueError(f"{checkpoint}: LoRA rank or shape of {key} differs from fit.lora_r")
+                module.lora_A["default"].weight.copy_(a)
+                module.lora_B["default"].weight.copy_(b / float(module.scaling["default"]))
+                loaded += 1
+    if loaded * 2 != sum(1 for k in tensors if k.endswith((".A", ".B"))):
+        raise ValueError(f"{checkpoint}: its LoRA modules differ from fit.target_modules")
+
+
+def _save(model: PRMModel, out: Path, training: dict[str, Any], run: Path, *, weights: Weights) -> None:
     training = {**training, "data": describe(run)}
     card = model_card(name=model.manifest.name, base_model=model.manifest.base_model, training=training,
                       evaluation_md=None)
     export_checkpoint(model.network, model.tokenizer, out, name=model.manifest.name,
                       base_model=model.manifest.base_model, max_tokens=model.max_tokens,
                       default_aggregation=model.manifest.default_aggregation, training=training, metrics={},
-                      card=card)
+                      card=card, weights=weights, separator=model.manifest.separator_token)
 
 
 def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> dict[str, Any]:
@@ -162,19 +206,27 @@ def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]
 
 
 def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
-    """The product checkpoint: the corrected PRM, renamed, with the evaluation in its model card."""
+    """The product checkpoint: the chosen PRM (``config.scorer``, the corrected one by default), renamed,
+    with the evaluation in its model card. An adapter checkpoint is copied, tensors unchanged."""
     with stage(run / "export", "export", config):
-        model = PRMModel.load(run / "correct" / "checkpoint", device="cpu", dtype="float32")
-        manifest = model.manifest
+        source = run / SCORERS[config.scorer]
+        manifest = read_manifest(source)
         eval_md_path = run / "evaluate" / "eval.md"
         eval_md = eval_md_path.read_text() if eval_md_path.is_file() else None
         eval_json = run / "evaluate" / "eval.json"
         metrics = json.loads(eval_json.read_text()) if eval_json.is_file() else {}
         card = model_card(name=config.name, base_model=manifest.base_model, training=manifest.training,
                           evaluation_md=eval_md)
-        export_checkpoint(model.network, model.tokenizer, out, name=config.name, base_model=manifest.base_model,
-                          max_tokens=model.max_tokens, default_aggregation=config.default_aggregation,
-                          training=manifest.training, metrics=_headline(metrics), card=card)
+        if manifest.weights == "adapter":
+            copy_adapter_checkpoint(source, out, manifest.model_copy(update={
+                "name": config.name, "default_aggregation": config.default_aggregation,
+                "metrics": _headline(metrics)}), card=card)
+        else:
+            model = PRMModel.load(source, device="cpu", dtype="float32")
+            export_checkpoint(model.network, model.tokenizer, out, name=config.name,
+                              base_model=manifest.base_model, max_tokens=model.max_tokens,
+                              default_aggregation=config.default_aggregation, training=manifest.training,
+                              metrics=_headline(metrics), card=card)
         problems = {p.id: p for p in run_problems(run)}
         n = write_trl(run / "export" / "trl_prm.jsonl",
                       trl_rows(problems, executed_candidates(run, "train"), label_table(run)))

@@ -4,14 +4,17 @@ sandbox, the tiny PRM; then the export loads in the service with the trainer's s
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from service.errors import InvalidInput
+from service.manifest import read_manifest
 from service.model import PRMModel
 from tests.conftest import shared_data
-from tests.tiny import tiny_prm
+from tests.tiny import save_tiny_lm, tiny_prm
 from tests.trainer.fake_policy import FakePolicy
 from trainer.config import EvaluateConfig, ExecuteConfig, ExportConfig, FitConfig, GenerateConfig, LabelConfig
 from trainer.export import export_checkpoint
@@ -27,7 +30,15 @@ from trainer.pipeline import (
     label_table,
     select_split,
 )
-from trainer.pipeline_train import correct_stage, evaluate_stage, export_stage, fit_stage
+from trainer.pipeline_train import (
+    _load_adapter_rows_and_head,
+    _load_lora,
+    correct_stage,
+    evaluate_stage,
+    export_stage,
+    fit_stage,
+    init_prm,
+)
 from trainer.records import StepLabel
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -126,3 +137,61 @@ def test_export_round_trip_scores_equal_trainer_eval_mode(tmp_path: Path) -> Non
     got = [x for e in examples
            for x in served.forward([served.encode(problems[e.problem_id].prompt, steps[e.problem_id])])[0]]
     assert got == pytest.approx(trained.tolist(), abs=1e-4)
+
+
+def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path) -> None:
+    """LoRA on a raw base model: fit → correct (warm start from fit) → export; every checkpoint holds only
+    the adapter (no backbone), the service loads it on the hash-checked base with the trainer's scores."""
+    base = save_tiny_lm(tmp_path / "base", seed=5)
+    work = tmp_path / "run"
+    shutil.copytree(run, work, ignore=shutil.ignore_patterns("fit", "correct", "evaluate", "export"))
+    fit_cfg = FitConfig(model=str(base), lr=5e-3, epochs=1, batch_size=4, grad_accum=1, lora_r=4, bf16=False)
+    fit_stage(work, fit_cfg)
+    fitted = work / "fit" / "checkpoint"
+    assert read_manifest(fitted).weights == "adapter" and not (fitted / "backbone").exists()
+    # warm start reproduces the fit model exactly before any correction step
+    start = init_prm(str(base), max_tokens=fit_cfg.max_tokens, seed=0)
+    _load_adapter_rows_and_head(start, fitted)
+    network = prepare_trainable(start.network, fit_cfg, start.separator_id).eval()
+    _load_lora(network, fitted)
+    served_fit = PRMModel.load(fitted, device="cpu", dtype="float32")
+    cand = executed_candidates(work, "dev")[0]
+    problem = next(p for p in select_split(shared_data("leetcodedataset_train.jsonl"), {"dev": 3})
+                   if p.problem.id == cand.problem_id).problem
+    enc = served_fit.encode(problem.prompt, [s.text for s in cand.steps])
+    with torch.inference_mode():
+        warm = network(torch.tensor([enc.input_ids]))[0, enc.step_end_positions]
+    assert served_fit.forward([enc])[0] == pytest.approx(warm.tolist(), abs=1e-4)
+
+    correct_stage(work, fit_cfg, CorrectConfig(iterations=2, batch_size=2, meta_batch_size=2, lr=5e-3,
+                                               warm_start=True))
+    evaluate_stage(work, EvaluateConfig(bootstrap=20), policy_name="fake-policy")
+    out = export_stage(work, ExportConfig(name="adapter-prm"), tmp_path / "exported")
+    assert {p.name for p in out.iterdir()} == {"prm.json", "adapter.safetensors", "head.safetensors", "MODEL_CARD.md"}
+    served = PRMModel.load(out, device="cpu", dtype="float32")
+    corrected = PRMModel.load(work / "correct" / "checkpoint", device="cpu", dtype="float32")
+    assert served.name == "adapter-prm" and served.forward([enc]) == corrected.forward([enc])
+    assert served.forward([enc]) != served_fit.forward([enc])  # correction trained on
+
+
+def test_adapter_refuses_another_base(tmp_path: Path) -> None:
+    base = save_tiny_lm(tmp_path / "base", seed=5)
+    model = init_prm(str(base), max_tokens=256, seed=0)
+    cfg = FitConfig(model=str(base), lora_r=4)
+    network = prepare_trainable(model.network, cfg, model.separator_id).eval()
+    with torch.no_grad():  # stand-in for training: every trainable tensor moves (LoRA B starts at zero)
+        for p in network.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    enc = model.encode("Return 2.", ["def f():\n", "    return 1 + 1\n"])
+    with torch.inference_mode():
+        trained = network(torch.tensor([enc.input_ids]))[0, enc.step_end_positions].tolist()
+    export_checkpoint(network, model.tokenizer, tmp_path / "ckpt", name="a", base_model=model.manifest.base_model,
+                      max_tokens=256, default_aggregation="min", training={}, metrics={}, card="",
+                      weights="adapter")
+    assert PRMModel.load(tmp_path / "ckpt", device="cpu", dtype="float32").forward([enc])[0] == \
+        pytest.approx(trained, abs=1e-5)
+    other = save_tiny_lm(tmp_path / "other", seed=6)
+    with pytest.raises(InvalidInput, match="sha256"):
+        PRMModel.load(tmp_path / "ckpt", device="cpu", dtype="float32", base=other)
+    assert PRMModel.load(tmp_path / "ckpt", device="cpu", dtype="float32", base=base).name == "a"
