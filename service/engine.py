@@ -83,7 +83,7 @@ class ScoringEngine:
             raise ModelNotReady("no checkpoint configured: set DREAMPRM_CHECKPOINT or pass --checkpoint")
         model = await asyncio.to_thread(PRMModel.load, settings.checkpoint, device=settings.device,
                                         dtype=settings.dtype, threads=settings.threads,
-                                        trust_remote_code=settings.trust_remote_code)
+                                        trust_remote_code=settings.trust_remote_code, base=settings.base_model)
         engine = cls(model, settings, metrics=metrics)
         await engine.open()
         return engine

@@ -10,13 +10,19 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.aggregate import Aggregation
 
+# The checkpoint trained by this project's recipe (scripts/train_default_checkpoint.sh), in the repository.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dreamprm-code-smollm2"
+
 
 class Settings(BaseSettings):
     """Every knob of the service; ``DREAMPRM_<FIELD>`` in the environment sets it."""
 
     model_config = SettingsConfigDict(env_prefix="DREAMPRM_", extra="ignore")
 
-    checkpoint: Path | None = Field(default=None, description="PRM checkpoint directory")
+    checkpoint: Path | None = Field(default=None, description="PRM checkpoint directory (serve/score: default "
+                                                              "the repository's checkpoints/dreamprm-code-smollm2)")
+    base_model: Path | None = Field(default=None, description="base weights of an adapter checkpoint (.gguf or HF "
+                                                              "dir); default: the one its prm.json names")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads")
@@ -60,7 +66,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
-    @field_validator("checkpoint", "redis_url", "policy_url", "policy_model", "policy_api_key", mode="before")
+    def checkpoint_or_default(self) -> Path | None:
+        """``checkpoint``, else the repository's default checkpoint when it is there."""
+        if self.checkpoint is not None:
+            return self.checkpoint
+        return DEFAULT_CHECKPOINT if (DEFAULT_CHECKPOINT / "prm.json").is_file() else None
+
+    @field_validator("checkpoint", "base_model", "redis_url", "policy_url", "policy_model", "policy_api_key",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

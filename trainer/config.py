@@ -91,6 +91,8 @@ class FitConfig:
     batch_size: int = field(default=8, metadata={"help": "sequences per micro-batch"})
     grad_accum: int = field(default=4, metadata={"help": "micro-batches per optimizer step"})
     max_tokens: int = field(default=2048, metadata={"help": "tokens per sequence (problem + code); longer are cut"})
+    serve_max_tokens: int = field(default=2048, metadata={
+        "help": "tokens per item the saved checkpoints accept when scoring (prm.json max_tokens)"})
     lora: bool = field(default=True, metadata={"help": "train LoRA adapters (merged at export)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
@@ -106,8 +108,9 @@ class FitConfig:
     def __post_init__(self) -> None:
         _check(bool(self.model), "model must be set")
         _check(self.lr > 0, "lr must be > 0")
-        _check(min(self.epochs, self.batch_size, self.grad_accum, self.max_tokens, self.lora_r) >= 1,
-               "epochs, batch_size, grad_accum, max_tokens and lora_r must be >= 1")
+        _check(min(self.epochs, self.batch_size, self.grad_accum, self.max_tokens, self.lora_r,
+                   self.serve_max_tokens) >= 1,
+               "epochs, batch_size, grad_accum, max_tokens, serve_max_tokens and lora_r must be >= 1")
         _check(0 <= self.lora_dropout < 1 and self.eval_every >= 0, "lora_dropout in [0, 1), eval_every >= 0")
         _check(not (self.lora and self.full_finetune), "lora and full_finetune are exclusive")
         _check(not self.lora or bool(self.target_modules), "lora needs target_modules")

@@ -42,12 +42,14 @@ class CorrectConfig:
         "help": "weights clamped to this range after every outer step, as the authors' code does"})
     seed: int = field(default=0, metadata={"help": "seed of the minibatch order (model init is the caller's)"})
     log_every: int = field(default=50, metadata={"help": "log and record history every n iterations"})
+    max_tokens: int = field(default=0, metadata={
+        "help": "tokens per sequence here (memory grows fast with the unrolled step); 0: fit.max_tokens"})
     warm_start: bool = field(default=False, metadata={
         "help": "both variants continue from the fit stage's LoRA adapter and head (an adapter checkpoint) "
                 "instead of starting from the base model"})
 
     def __post_init__(self) -> None:
-        if self.inner_steps < 1 or self.iterations < 0 or self.log_every < 1:
+        if self.inner_steps < 1 or self.iterations < 0 or self.log_every < 1 or self.max_tokens < 0:
             raise ValueError("inner_steps and log_every must be >= 1, iterations >= 0")
         if not 0.0 < self.label_clip < 0.5:
             raise ValueError("label_clip must be in (0, 0.5)")

@@ -247,6 +247,25 @@ def describe(run: Path) -> dict[str, Any]:
     for r in problems_store(run).read():
         parts[r.part] = parts.get(r.part, 0) + 1
     cands = executed_candidates(run)
+    by_source: dict[str, dict[str, int]] = {}
+    policy_rates: dict[str, list[int]] = {}  # problem -> [passed, sampled] of the policy's own samples
+    for c in cands:
+        passed = int(bool(c.exec and c.exec.passed))
+        counts = by_source.setdefault(c.provenance, {"candidates": 0, "passed": 0})
+        counts["candidates"] += 1
+        counts["passed"] += passed
+        if c.provenance == "policy":
+            rate = policy_rates.setdefault(c.problem_id, [0, 0])
+            rate[0] += passed
+            rate[1] += 1
+    histogram: dict[str, int] = {}
+    for n_pass, n in policy_rates.values():
+        histogram[f"{n_pass}/{n}"] = histogram.get(f"{n_pass}/{n}", 0) + 1
+    labels = list(label_table(run).values())
+    prefix = [lb.mc_label for lb in labels if not lb.final]
     return {"problems": parts, "candidates": len(cands),
             "candidates_passed": sum(1 for c in cands if c.exec and c.exec.passed),
-            "step_labels": len(label_table(run))}
+            "by_provenance": by_source, "policy_passes_per_problem": dict(sorted(histogram.items())),
+            "step_labels": len(labels),
+            "prefix_labels": {"n": len(prefix), "mean": round(sum(prefix) / len(prefix), 4) if prefix else None,
+                              "zero": sum(1 for x in prefix if x == 0.0), "one": sum(1 for x in prefix if x == 1.0)}}

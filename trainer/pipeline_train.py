@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def _examples(run: Path, model: PRMModel, max_tokens: int) -> tuple[list[Example
 def fit_stage(run: Path, config: FitConfig) -> list[dict[str, float]]:
     """Plain PRM training (LoRA/full/head, accelerate) on the MC labels; meta examples as dev loss."""
     with stage(run / "fit", "fit", config, [labels_store(run).path]) as st:
-        model = init_prm(config.model, max_tokens=config.max_tokens, seed=config.seed)
+        model = init_prm(config.model, max_tokens=config.serve_max_tokens, seed=config.seed)
         train, _, meta = _examples(run, model, config.max_tokens)
         network = prepare_trainable(model.network, config, model.separator_id)
         history = fit(network, train, meta, config, pad_id=model.pad_id)
@@ -84,8 +85,8 @@ def correct_stage(run: Path, fit_config: FitConfig, config: CorrectConfig) -> di
     with stage(run / "correct", "correct", {"fit": fit_config, "correct": config}, [labels_store(run).path]) as st:
         results: dict[str, Any] = {}
         for variant in ("uncorrected", "corrected"):
-            model = init_prm(fit_config.model, max_tokens=fit_config.max_tokens, seed=fit_config.seed)
-            train, table, meta = _examples(run, model, fit_config.max_tokens)
+            model = init_prm(fit_config.model, max_tokens=fit_config.serve_max_tokens, seed=fit_config.seed)
+            train, table, meta = _examples(run, model, config.max_tokens or fit_config.max_tokens)
             if config.warm_start:
                 _load_adapter_rows_and_head(model, run / "fit" / "checkpoint")
             network = prepare_trainable(model.network, fit_config, model.separator_id)
@@ -227,6 +228,8 @@ def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
                               base_model=manifest.base_model, max_tokens=model.max_tokens,
                               default_aggregation=config.default_aggregation, training=manifest.training,
                               metrics=_headline(metrics), card=card)
+        for plot in sorted((run / "evaluate").glob("*.png")):  # the card's figures
+            shutil.copyfile(plot, out / plot.name)
         problems = {p.id: p for p in run_problems(run)}
         n = write_trl(run / "export" / "trl_prm.jsonl",
                       trl_rows(problems, executed_candidates(run, "train"), label_table(run)))

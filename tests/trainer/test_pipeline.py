@@ -167,7 +167,8 @@ def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path) ->
                                                warm_start=True))
     evaluate_stage(work, EvaluateConfig(bootstrap=20), policy_name="fake-policy")
     out = export_stage(work, ExportConfig(name="adapter-prm"), tmp_path / "exported")
-    assert {p.name for p in out.iterdir()} == {"prm.json", "adapter.safetensors", "head.safetensors", "MODEL_CARD.md"}
+    assert {p.name for p in out.iterdir()} == {"prm.json", "adapter.safetensors", "head.safetensors", "MODEL_CARD.md",
+                                               "best_of_n.png", "calibration.png"}
     served = PRMModel.load(out, device="cpu", dtype="float32")
     corrected = PRMModel.load(work / "correct" / "checkpoint", device="cpu", dtype="float32")
     assert served.name == "adapter-prm" and served.forward([enc]) == corrected.forward([enc])
