@@ -65,9 +65,9 @@ from service.steps import split_code
 
 TARGET_TOKENS = 400
 TOKEN_RANGE = (300, 500)
-BATCH = 16
+BATCH = 16  # default batch size (--batch)
+B1_TARGET = 0.85  # issue #6: service (HTTP) tokens/s >= 0.85 x backbone forward tokens/s at batch 8
 LEVELS = ("forward", "engine", "http")
-WORKLOADS = ("single", f"batch{BATCH}")
 PASSES = "dreamprm_batch_size_count"  # one observation per forward pass
 FORWARD_SECONDS = "dreamprm_forward_seconds_sum"
 DEFAULT_REPEATS = {"tiny": 30, "smollm2": 4}  # rounds; smollm2 bf16 on 2 idle cores: about 2 minutes
@@ -127,7 +127,7 @@ class Levels:
     def __init__(self, model: PRMModel, engine: ScoringEngine, runner: asyncio.Runner, client: httpx.Client,
                  single: list[Item], batch: list[Item]) -> None:
         self.model, self.engine, self.runner, self.client = model, engine, runner, client
-        self.work = {"single": single, f"batch{BATCH}": batch}
+        self.work = {"single": single, f"batch{len(batch)}": batch}
 
     def call(self, level: str, workload: str) -> Callable[[], Sample]:
         items = self.work[workload]
@@ -212,9 +212,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model = PRMModel.load(checkpoint, device=args.device, dtype=args.dtype, threads=threads)
         print(f"loaded {model.name} ({model.revision}) as {args.dtype} in {time.perf_counter() - t0:.1f} s, "
               f"{threads} torch threads", flush=True)
-        items = pick_items(model, BATCH + 1)
+        items = pick_items(model, args.batch + 1)
         single, batch = items[:1], items[1:]
-        print(f"single: {single[0].problem_id} ({single[0].encoded.n_tokens} tokens); batch of {BATCH}: "
+        print(f"single: {single[0].problem_id} ({single[0].encoded.n_tokens} tokens); batch of {args.batch}: "
               f"{min(i.encoded.n_tokens for i in batch)}-{max(i.encoded.n_tokens for i in batch)} tokens each, "
               f"{sum(i.encoded.n_tokens for i in batch)} in all", flush=True)
 
@@ -228,14 +228,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runner.run(engine.open())
             try:
                 levels = Levels(model, engine, runner, client, single, batch)
-                samples = measure(levels, args.repeats, args.single_repeats, args.warmup)
+                samples = measure(levels, workloads_of(args.batch), args.repeats, args.single_repeats, args.warmup)
             finally:
                 runner.run(engine.aclose())
-    tokens = {"single": single[0].encoded.n_tokens, f"batch{BATCH}": sum(i.encoded.n_tokens for i in batch)}
+    workloads = workloads_of(args.batch)
+    tokens = {"single": single[0].encoded.n_tokens, workloads[1]: sum(i.encoded.n_tokens for i in batch)}
     padded = {"single": single[0].encoded.n_tokens,
-              f"batch{BATCH}": BATCH * max(i.encoded.n_tokens for i in batch)}
+              workloads[1]: args.batch * max(i.encoded.n_tokens for i in batch)}
     results = []
-    for workload in WORKLOADS:
+    for workload in workloads:
         for level in LEVELS:
             s = samples[(level, workload)]
             stats = summarize(s.seconds)
@@ -252,7 +253,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "forward_passes": s.passes,
                 "forward_samples_ms": [x * 1000 for x in s.forward_seconds],
             })
+    by = {(r["level"], r["workload"]): r["tokens_per_s"] for r in results}
+    ratio = {wl: by[("http", wl)] / by[("forward", wl)] for wl in workloads}
     return {
+        "b1_service_over_backbone": {"ratio_tokens_per_s": ratio, "target_at_batch8": B1_TARGET},
         "model": args.model, "checkpoint_name": model.name, "checkpoint_revision": model.revision,
         "device": args.device, "dtype": args.dtype, "threads": threads,
         "settings": {"max_wait_ms": settings.max_wait_ms, "max_batch_size": settings.max_batch_size,
@@ -264,8 +268,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def measure(levels: Levels, rounds: int, single_per_round: int, warmup: int) -> dict[tuple[str, str], Series]:
-    calls = {(lv, wl): levels.call(lv, wl) for lv in LEVELS for wl in WORKLOADS}
+def workloads_of(batch: int) -> tuple[str, str]:
+    return ("single", f"batch{batch}")
+
+
+def measure(levels: Levels, workloads: tuple[str, str], rounds: int, single_per_round: int,
+            warmup: int) -> dict[tuple[str, str], Series]:
+    calls = {(lv, wl): levels.call(lv, wl) for lv in LEVELS for wl in workloads}
     t0 = time.perf_counter()
     for (lv, wl), fn in calls.items():
         for _ in range(warmup if wl == "single" else max(1, warmup // 2)):
@@ -275,7 +284,7 @@ def measure(levels: Levels, rounds: int, single_per_round: int, warmup: int) -> 
     for r in range(rounds):
         order = LEVELS[r % len(LEVELS):] + LEVELS[: r % len(LEVELS)]  # rotate which level goes first
         for lv in order:
-            for wl in WORKLOADS:
+            for wl in workloads:
                 for _ in range(single_per_round if wl == "single" else 1):
                     samples[(lv, wl)].add(calls[(lv, wl)]())
         if (r + 1) % max(1, rounds // 5) == 0 or r + 1 == rounds:
@@ -298,6 +307,8 @@ def print_table(report: dict[str, Any]) -> None:
                  "passes", "fwd ms", "overhead ms"], rows))
     print("fwd ms: median time inside forward passes (engine/server metrics); overhead ms: median of "
           "latency - fwd, per call")
+    for wl, r in report["b1_service_over_backbone"]["ratio_tokens_per_s"].items():
+        print(f"B1 {wl}: HTTP tokens/s = {r:.3f} x backbone forward tokens/s (target >= {B1_TARGET} at batch 8)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -314,7 +325,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="untimed single-item calls per level before timing; the batch gets half (default 2)")
     parser.add_argument("--threads", type=int, help="torch threads, in process and in the server "
                                                     "(default: torch's default)")
-    parser.add_argument("--out", type=Path, help="JSON output (default: benchmarks/results/score_<model>_<dtype>.json)")
+    parser.add_argument("--batch", type=int, default=BATCH, help=f"items in the batch workload (default {BATCH})")
+    parser.add_argument("--out", type=Path, help="JSON output (default: benchmarks/results/score_<model>_<dtype>"
+                                                 "[_batch<N>].json)")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = DEFAULT_REPEATS[args.model]
@@ -327,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
     report["wall_s"] = time.perf_counter() - started
     print_table(report)
     print(f"total {report['wall_s']:.0f} s")
-    write_json(args.out or RESULTS / f"score_{args.model}_{args.dtype}.json", report)
+    suffix = "" if args.batch == BATCH else f"_batch{args.batch}"
+    write_json(args.out or RESULTS / f"score_{args.model}_{args.dtype}{suffix}.json", report)
 
 
 if __name__ == "__main__":

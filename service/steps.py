@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,13 +154,24 @@ def _merge_blank_edges(code: str, spans: list[_Span]) -> list[_Span]:
 # --- Python ---------------------------------------------------------------------------------
 
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+# CPython 3.11 keeps the AST builder's recursion depth in interpreter-wide state: two threads inside
+# ast.parse at once (a switch can happen when garbage collection runs Python code mid-parse) make it
+# raise "SystemError: AST constructor recursion depth mismatch". The service parses from several
+# threads, so every parse takes this lock (a parse takes microseconds to a few milliseconds).
+_AST_LOCK = threading.Lock()
+
+
+def parse_python(code: str) -> ast.Module:
+    """``ast.parse``, one thread at a time (see ``_AST_LOCK``), with the program's own warnings (invalid
+    escape sequences etc.) silenced — ``catch_warnings`` swaps process-wide state too, so it is inside."""
+    with _AST_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(code)
 
 
 def _python_anchors(code: str) -> tuple[list[Anchor], bool]:
     try:
-        with warnings.catch_warnings():  # invalid escape sequences etc. are the candidate's business
-            warnings.simplefilter("ignore")
-            tree = ast.parse(code)
+        tree = parse_python(code)
     except (RecursionError, MemoryError) as exc:
         raise InvalidInput("code nests too deeply to parse") from exc
     except (SyntaxError, ValueError):

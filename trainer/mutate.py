@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.steps import split_code
+from service.steps import parse_python, split_code
 
 _FLIP_CMP: dict[type[ast.cmpop], type[ast.cmpop]] = {
     ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}
@@ -60,7 +60,7 @@ OPERATORS: dict[str, Callable[[ast.AST], ast.AST | None]] = {
 def mutants(code: str, *, count: int, seed: int) -> list[Mutant]:
     """Up to ``count`` distinct mutants of ``code`` (each parses; each differs in one function step)."""
     try:
-        tree = ast.parse(code)
+        tree = parse_python(code)
     except SyntaxError:
         return []
     steps = split_code(code).steps
@@ -110,7 +110,7 @@ def _expr(node: ast.AST) -> str:
 
 def _parses(code: str) -> bool:
     try:
-        ast.parse(code)
+        parse_python(code)
     except SyntaxError:
         return False
     return True

@@ -211,3 +211,25 @@ def test_steps_from_texts() -> None:
     check_invariants("import os\n\ndef f():\n    pass\nf()", steps)
     with pytest.raises(InvalidInput, match="NUL"):
         steps_from_texts(["a\x00"])
+
+
+def test_parallel_splits_do_not_break_the_ast_builder() -> None:
+    """CPython 3.11 raises SystemError when two threads build ASTs at once; the splitter serialises
+    parsing. The GC callback releases the GIL mid-parse, which reproduces the race without the lock."""
+    import gc
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    codes = [f"class Solution:\n    def f{i}(self, xs):\n        return [[(a, b) for a in xs if a] for b in xs]\n"
+             "\n\ndef helper(x):\n    return {k: [v for v in range(k)] for k in range(x)}\n" for i in range(16)]
+    callback = lambda phase, info: time.sleep(0) if phase == "start" else None  # noqa: E731
+    threshold = gc.get_threshold()
+    gc.set_threshold(5, 1, 1)
+    gc.callbacks.append(callback)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: split_code(codes[i % 16]).parsed, range(400)))
+    finally:
+        gc.callbacks.remove(callback)
+        gc.set_threshold(*threshold)
+    assert all(results)
