@@ -1,0 +1,136 @@
+"""The README's performance table, generated from ``benchmarks/results/*.json`` (issue #6's targets).
+
+    .venv/bin/python -m benchmarks.perf_table            # print the table
+    .venv/bin/python -m benchmarks.perf_table --write    # replace it in README.md (between the markers)
+
+``tests/test_readme.py`` fails when the README's table differs from what this prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO, RESULTS
+
+START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
+Row = tuple[str, str, str, str]  # benchmark, target, measured, reached
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def b1() -> Row | None:
+    r = _load("score_smollm2_bfloat16_batch8.json")
+    if r is None:
+        return None
+    by = {(x["level"], x["workload"]): x for x in r["results"]}
+    http, fwd = by[("http", "batch8")], by[("forward", "batch8")]
+    ratio = http["tokens_per_s"] / fwd["tokens_per_s"]
+    return ("B1 `/v1/score` vs backbone forward, 8 items (SmolLM2 PRM, bf16)", "HTTP tok/s ≥ 0.85 × forward",
+            f"{http['tokens_per_s']:,.0f} vs {fwd['tokens_per_s']:,.0f} tok/s = {ratio:.2f}×", _yes(ratio >= 0.85))
+
+
+def b2() -> Row | None:
+    r = _load("rerank_scoring_smollm2-prm_bfloat16.json")
+    if r is None:
+        return None
+    shared = r["ways"]["shared"]
+    diff = shared["max_abs_score_diff_vs_naive"]
+    return (f"B2 scoring {r['n_candidates']} CoF candidates vs the naive per-prefix loop ({r['dtype']})",
+            "≥ 8× faster, scores within 1e-3",
+            f"{shared['speedup_vs_naive']:.1f}× ({r['ways']['naive']['seconds']['median']:.1f} → "
+            f"{shared['seconds']['median']:.1f} s), max abs. Δp {diff:.1e}",
+            _yes(shared["speedup_vs_naive"] >= 8 and diff <= 1e-3))
+
+
+def b3() -> Row | None:
+    r = _load("concurrency_default.json")
+    if r is None:
+        return None
+    t = r["targets"]
+    last = r["levels"][-1]
+    ok = t["errors"] == 0 and t["p99_over_p50"] <= t["p99_over_p50_max"] and abs(t["rss_slope_mb_per_min"]) < 1.0
+    return (f"B3 {t['clients']} concurrent clients, {t['minutes']:.0f} min (default checkpoint, cache off)",
+            "0 errors, p99 ≤ 4 × p50, memory flat",
+            f"{t['errors']} errors, p50 {last['latency_ms']['p50'] / 1000:.1f} s, p99 "
+            f"{last['latency_ms']['p99'] / 1000:.1f} s ({t['p99_over_p50']:.2f}×), RSS "
+            f"{last['rss_mb']['start']:.0f}→{last['rss_mb']['end']:.0f} MB ({t['rss_slope_mb_per_min']:+.1f} MB/min), "
+            f"{last['tokens_per_s']:,.0f} tok/s", _yes(ok))
+
+
+def b4() -> Row | None:
+    r = _load("cache.json")
+    if r is None:
+        return None
+    rows = r["rows"]
+    mem, redis = rows["hit, memory LRU"]["median"], rows["hit, Redis"]["median"]
+    return ("B4 cache hit over HTTP", "p50 ≤ 2 ms",
+            f"{mem:.2f} ms (memory), {redis:.2f} ms (Redis); miss {rows['miss (cache off)']['median']:.0f} ms",
+            _yes(max(mem, redis) <= 2.0))
+
+
+def b5() -> Row | None:
+    r = _load("sandbox.json")
+    if r is None:
+        return None
+    best = {}
+    for row in r["rows"]:
+        best[row["workload"]] = max(best.get(row["workload"], 0.0), row["executions_per_s"])
+    trivial = max(v for k, v in best.items() if k.startswith("trivial"))
+    return ("B5 sandbox executions/s, 2 cores", "≥ 50 trivial/s",
+            f"{trivial:.0f} trivial/s, {best.get('typical_leetcode', 0.0):.0f} typical (LeetCode reference + tests)/s",
+            _yes(trivial >= 50))
+
+
+def b6() -> Row | None:
+    r = _load("limit.json")
+    if r is None:
+        return None
+    m, s = r["matmul"], r
+    return ("B6 the limit: matmul peak vs the scorer (one 400-token item)", "—",
+            f"peak {m['square/bfloat16']['gflops']:.0f} GFLOP/s bf16, {m['square/float32']['gflops']:.0f} fp32; "
+            f"scorer {s['scorer/bfloat16']['fraction_of_square_matmul']:.0%} (bf16), "
+            f"{s['scorer/float32']['fraction_of_square_matmul']:.0%} (fp32) of it", "—")
+
+
+BENCHMARKS: tuple[Callable[[], Row | None], ...] = (b1, b2, b3, b4, b5, b6)
+
+
+def render() -> str:
+    rows = [row for fn in BENCHMARKS if (row := fn()) is not None]
+    lines = ["| benchmark | target | measured | reached |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    return "\n".join(lines)
+
+
+def replace_block(text: str, block: str) -> str:
+    head, start, rest = text.partition(START)
+    _, end, tail = rest.partition(END)
+    if not start or not end:
+        raise ValueError(f"README lacks the {START} ... {END} markers")
+    return f"{head}{START}\n{block}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="update README.md in place")
+    args = parser.parse_args(argv)
+    block = render()
+    if args.write:
+        readme = Path(REPO / "README.md")
+        readme.write_text(replace_block(readme.read_text(), block))
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
