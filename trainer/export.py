@@ -104,11 +104,14 @@ def write_trl(path: Path, rows: Iterable[TRLRow]) -> int:
     return n
 
 
-def model_card(*, name: str, base_model: BaseModelSpec, training: dict[str, Any], evaluation_md: str | None) -> str:
+def model_card(*, name: str, base_model: BaseModelSpec, training: dict[str, Any], evaluation_md: str | None,
+               recipe_md: str | None = None) -> str:
     """The model card, built from the run's records (nothing typed by hand)."""
     lines = [f"# {name}", "", "A DreamPRM-Code process reward model: a value head on "
              f"`{base_model.id}` scoring each function step of a program.", "",
              "## Training", "", "| key | value |", "|---|---|"]
     lines += [f"| {k} | {json.dumps(v) if not isinstance(v, str) else v} |" for k, v in sorted(training.items())]
+    if recipe_md:
+        lines += ["", "## Recipe: stage times on the machine that ran it", "", recipe_md]
     lines += ["", "## Evaluation", "", evaluation_md or "_No evaluation was run for this checkpoint._", ""]
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from trainer.meta_correct import CorrectConfig, correct_labels, fit_plain, meta_
 from trainer.pipeline import describe, executed_candidates, final_labels, label_table, labels_store, run_problems
 from trainer.records import Candidate, StepLabel
 from trainer.report import write_report
-from trainer.runs import atomic_write_text, stage
+from trainer.runs import atomic_write_text, stage, stage_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
         eval_json = run / "evaluate" / "eval.json"
         metrics = json.loads(eval_json.read_text()) if eval_json.is_file() else {}
         card = model_card(name=config.name, base_model=manifest.base_model, training=manifest.training,
-                          evaluation_md=eval_md)
+                          evaluation_md=eval_md, recipe_md=_recipe_md(run))
         if manifest.weights == "adapter":
             copy_adapter_checkpoint(source, out, manifest.model_copy(update={
                 "name": config.name, "default_aggregation": config.default_aggregation,
@@ -235,6 +235,26 @@ def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
                       trl_rows(problems, executed_candidates(run, "train"), label_table(run)))
         logger.info("exported %s and %d TRL rows", out, n)
         return out
+
+
+STAGES = ("generate", "execute", "label", "fit", "correct", "evaluate")
+
+
+def _recipe_md(run: Path) -> str:
+    """Stage wall times (all attempts) and the settings of the run, from its manifests."""
+    rows = [(name, stage_seconds(run / name)) for name in STAGES]
+    lines = ["| stage | wall time | counts |", "|---|---|---|"]
+    for name, seconds in rows:
+        if seconds is None:
+            continue
+        counts = json.loads((run / name / "run.json").read_text()).get("counts", {})
+        lines.append(f"| {name} | {seconds / 60:.1f} min | {', '.join(f'{k} {v}' for k, v in counts.items())} |")
+    total = sum(s for _, s in rows if s is not None)
+    lines += [f"| all | {total / 60:.1f} min | |", ""]
+    settings = run / "settings.json"
+    if settings.is_file():
+        lines += ["Settings (`settings.json` of the run):", "", "```json", settings.read_text().strip(), "```", ""]
+    return "\n".join(lines)
 
 
 def _headline(report: dict[str, Any]) -> dict[str, Any]:

@@ -367,3 +367,14 @@ def progress(iterable: Iterable[V], total: int | None = None, desc: str = "", *,
         return iter(iterable)
     return iter(tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=not (force or sys.stderr.isatty()),
                      dynamic_ncols=True))
+
+
+def stage_seconds(stage_dir: StrPath) -> float | None:
+    """Wall time of a stage over all its attempts (an interrupted one counts up to its last record), from
+    its ``run.json``; None if the stage never ran."""
+    path = Path(stage_dir) / "run.json"
+    if not path.is_file():
+        return None
+    manifest = RunManifest.model_validate_json(path.read_text())
+    return sum((a.finished_at - a.started_at).total_seconds()
+               for a in [*manifest.history, manifest] if a.finished_at is not None)
