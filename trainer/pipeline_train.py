@@ -191,15 +191,23 @@ def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> di
 
 def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]) -> list[list[float]]:
     """Step logits of every candidate; empty (ranked last, as the service would not score it) when it
-    has no steps or its code alone does not fit the checkpoint's ``max_tokens``."""
-    out: list[list[float]] = []
+    has no steps or its code alone does not fit the checkpoint's ``max_tokens``. The candidates of one
+    problem go through one ``forward`` call, so they share the problem prefix as in the service."""
+    out: list[list[float]] = [[] for _ in cands]
+    by_problem: dict[str, list[tuple[int, Any]]] = {}
     too_long = 0
-    for c in cands:
+    for i, c in enumerate(cands):
+        if not c.steps:
+            continue
         try:
-            enc = model.encode(problems[c.problem_id].prompt, [s.text for s in c.steps]) if c.steps else None
+            enc = model.encode(problems[c.problem_id].prompt, [s.text for s in c.steps])
         except InputTooLong:
-            enc, too_long = None, too_long + 1
-        out.append(model.forward([enc])[0] if enc is not None else [])
+            too_long += 1
+            continue
+        by_problem.setdefault(c.problem_id, []).append((i, enc))
+    for members in by_problem.values():
+        for (i, _), logits in zip(members, model.forward([enc for _, enc in members]), strict=True):
+            out[i] = logits
     if too_long:
         logger.warning("%d of %d candidates do not fit %d tokens: unscored, ranked last", too_long, len(cands),
                        model.max_tokens)
