@@ -46,18 +46,32 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_causal_lm(source: Path, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-    """(model, tokenizer) from a Hugging Face directory or a ``.gguf`` file (de-quantised)."""
+def load_causal_lm(source: Path, *, dtype: torch.dtype = torch.float32,
+                   trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) from a Hugging Face directory (safetensors only) or a ``.gguf`` file (de-quantised)."""
     if source.suffix == ".gguf":
         kwargs: dict[str, Any] = {"gguf_file": source.name}
         directory = source.parent
     else:
-        kwargs, directory = {}, source
-    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-    model: Any = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
+        kwargs, directory = {"use_safetensors": True}, source
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code,
+                                              **{k: v for k, v in kwargs.items() if k == "gguf_file"})
+    model: Any = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32,
+                                                      trust_remote_code=trust_remote_code, **kwargs)
     if getattr(model, "hf_quantizer", None) is not None:  # GGUF: weights are already de-quantised
         model.hf_quantizer.remove_quantization_config(model)
-    return model.to(dtype).eval(), tokenizer
+    return cast_parameters(model, dtype).eval(), tokenizer
+
+
+def cast_parameters(model: Any, dtype: torch.dtype) -> Any:
+    """``model`` with its parameters in ``dtype`` and its buffers untouched: ``Module.to(bf16)`` would also
+    round the fp32 rotary frequencies (``inv_freq``), which ``from_pretrained(dtype=...)`` keeps in fp32 —
+    at position 1,000 a bf16 frequency is off by radians."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.is_floating_point() and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+    return model
 
 
 class TransformersPolicy:

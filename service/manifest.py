@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.aggregate import Aggregation
 from service.encoding import STEP_SEPARATOR
@@ -39,6 +39,16 @@ class AdapterSpec(BaseModel):
     first_added_id: int = Field(ge=0)
 
 
+class Probe(BaseModel):
+    """A fixed input and the step logits the trainer computed for it in fp32 at export: a reload that does not
+    reproduce them (another base, a broken merge) is caught by comparing."""
+
+    model_config = ConfigDict(extra="ignore")
+    problem: str
+    steps: list[str]
+    logits: list[float]
+
+
 class HeadSpec(BaseModel):
     model_config = ConfigDict(extra="ignore")
     in_features: int = Field(gt=0)
@@ -63,6 +73,13 @@ class PRMManifest(BaseModel):
     max_tokens: int = Field(default=2048, gt=0)
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    probe: Probe | None = None
+
+    @model_validator(mode="after")
+    def _adapter_complete(self) -> PRMManifest:
+        if self.weights == "adapter" and (self.adapter is None or self.base_model.sha256 is None):
+            raise ValueError("weights 'adapter' needs an 'adapter' section and base_model.sha256")
+        return self
 
 
 def read_manifest(checkpoint: Path) -> PRMManifest:
@@ -83,7 +100,7 @@ def checkpoint_sha256(checkpoint: Path) -> str:
     """Hash of every file in the checkpoint (names and bytes), the cache's model identity."""
     digest = hashlib.sha256()
     for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
-        if path.name == "MODEL_CARD.md":
+        if path.name == "MODEL_CARD.md" or path.suffix == ".png":  # documentation, not the model
             continue
         digest.update(path.relative_to(checkpoint).as_posix().encode() + b"\0")
         with path.open("rb") as fh:

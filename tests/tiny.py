@@ -33,13 +33,15 @@ def tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
                                    pad_token="<|endoftext|>")
 
 
-def tiny_lm(*, hidden: int = 32, layers: int = 2, seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-    """A tiny random causal LM and its tokenizer (the embedding table has one spare row)."""
+def tiny_lm(*, hidden: int = 32, layers: int = 2, seed: int = 0,
+            spare_rows: int = 1) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """A tiny random causal LM and its tokenizer (``spare_rows`` embedding rows beyond the vocabulary:
+    with none, adding the step separator resizes the table, as for SmolLM2)."""
     import torch
 
     torch.manual_seed(seed)
     tok = tiny_tokenizer()
-    config = LlamaConfig(vocab_size=len(tok) + 1, hidden_size=hidden, intermediate_size=2 * hidden,
+    config = LlamaConfig(vocab_size=len(tok) + spare_rows, hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=4096, tie_word_embeddings=True)
     return LlamaForCausalLM(config), tok

@@ -70,7 +70,8 @@ class LabelConfig:
     rollouts: int = field(default=8, metadata={"help": "M: completions sampled per step prefix"})
     reference_rollouts: int = field(default=0, metadata={
         "help": "R: weight of the reference solution's continuation of a prefix, for candidates whose steps "
-                "line up with the reference (the reference and its mutants); label = passes / (M + R)"})
+                "line up with the reference (same step kinds and names: the reference, its mutants, policy samples "
+                "of that shape); label = passes / (M + R)"})
     temperature: float = field(default=0.8, metadata={"help": "rollout sampling temperature"})
     max_tokens: int = field(default=2048, metadata={"help": "new tokens per rollout"})
     workers: int = field(default_factory=lambda: os.cpu_count() or 1,

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,12 +14,25 @@ import torch
 
 from service.aggregate import Aggregation
 from service.encoding import STEP_SEPARATOR
-from service.manifest import ADAPTER_FILE, HEAD_FILE, AdapterSpec, BaseModelSpec, HeadSpec, PRMManifest, write_manifest
+from service.manifest import (
+    ADAPTER_FILE,
+    HEAD_FILE,
+    AdapterSpec,
+    BaseModelSpec,
+    HeadSpec,
+    PRMManifest,
+    Probe,
+    write_manifest,
+)
 from service.model import PRMModel, PRMNetwork, adapter_tensors
 from trainer.fit import merge_trainable
 from trainer.records import Candidate, Problem, StepLabel, TRLRow
 
 Weights = Literal["full", "adapter"]
+# The probe every export scores and records in prm.json (``Probe``): a reload must reproduce these logits.
+PROBE_PROBLEM = "Given an integer array nums, return the sum of its even elements."
+PROBE_STEPS = ("class Solution:\n",
+               "    def sumEven(self, nums: List[int]) -> int:\n        return sum(x for x in nums if x % 2 == 0)\n")
 
 
 def export_checkpoint(network: PRMNetwork, tokenizer: Any, out: Path, *, name: str, base_model: BaseModelSpec,
@@ -50,18 +63,25 @@ def export_checkpoint(network: PRMNetwork, tokenizer: Any, out: Path, *, name: s
                            default_aggregation=default_aggregation, max_tokens=max_tokens, training=training,
                            metrics=metrics, weights=weights, adapter=adapter_spec)
     model = PRMModel(network, tokenizer, manifest)
+    logits = model.forward([model.encode(PROBE_PROBLEM, list(PROBE_STEPS))])[0]
+    model.manifest = manifest.model_copy(update={"probe": Probe(problem=PROBE_PROBLEM, steps=list(PROBE_STEPS),
+                                                                logits=logits)})
     model.save(out, overwrite=True, extra_files={"MODEL_CARD.md": card}, adapter=tensors)
     return model
 
 
-def copy_adapter_checkpoint(source: Path, out: Path, manifest: PRMManifest, *, card: str) -> None:
-    """``source``'s adapter and head, unchanged, with a new ``prm.json`` and card, written atomically."""
+def copy_adapter_checkpoint(source: Path, out: Path, manifest: PRMManifest, *, card: str,
+                            files: Sequence[Path] = ()) -> None:
+    """``source``'s adapter and head, unchanged, with a new ``prm.json``, card and ``files`` (the card's
+    figures), written atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)
     try:
         for name in (ADAPTER_FILE, HEAD_FILE):
             shutil.copyfile(source / name, tmp / name)
+        for path in files:
+            shutil.copyfile(path, tmp / path.name)
         write_manifest(tmp, manifest)
         (tmp / "MODEL_CARD.md").write_text(card)
         if out.exists():

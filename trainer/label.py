@@ -6,8 +6,10 @@ clean, test outcome.
 
 Optionally the rollout policy is a mixture: besides the M policy samples, R rollouts continue the
 prefix with the problem's reference solution — for candidates whose steps line up with the reference
-step for step (the reference itself and its mutants, which change one function). That continuation is
-deterministic, so it is run once and counts R times. With a weak policy (SmolLM2-135M passes almost
+step for step (same kinds and names: the reference itself, its mutants, which change one function, and
+policy samples of the same shape, e.g. LeetCode's ``class Solution`` with the same methods; for those
+the continuation is an attempt like any rollout and fails when the prefix does not fit it). That
+continuation is deterministic, so it is run once and counts R times. With a weak policy (SmolLM2-135M passes almost
 nothing) the policy samples alone would label every prefix 0; the mixture keeps their noise (a correct
 prefix gets R/(M+R) when the policy fails from it) while a prefix that already holds the bug gets 0.
 """
@@ -80,7 +82,7 @@ async def label_candidate(policy: Policy, execute: Executor, problem: Problem, c
 
 def aligned_reference(problem: Problem, candidate: Candidate) -> list[str] | None:
     """The reference solution's step texts when the candidate's steps match them one for one (same
-    count, kinds and names: the reference and its mutants); else None (no reference continuation)."""
+    count, kinds and names: the reference, its mutants, policy samples of the same shape); else None."""
     if not problem.canonical_solution or not candidate.steps:
         return None
     try:

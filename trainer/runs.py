@@ -5,6 +5,7 @@ Stdlib and pydantic only (tqdm lazily); no model code.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -309,7 +310,8 @@ def start_run(out_dir: StrPath, name: str, config: object, inputs: Sequence[StrP
                          code_version=code_version(), host=HostInfo.current())
     history: list[RunAttempt] = []
     if (previous := RunManifest.read(out)) is not None:
-        _check_resume(out, name, previous, attempt, resume_safe_fields(config), allow_config_change)
+        _check_resume(out, name, previous, attempt, resume_safe_fields(config), allow_config_change,
+                      _defaults(config))
         last = RunAttempt.model_validate(previous.model_dump(exclude={"stage", "history"}))
         if last.status == "running":  # killed: it never recorded its end
             last.status, last.error = "failed", "did not finish (killed, or still running elsewhere)"
@@ -321,10 +323,12 @@ def start_run(out_dir: StrPath, name: str, config: object, inputs: Sequence[StrP
 
 
 def _check_resume(out: Path, name: str, previous: RunManifest, attempt: RunAttempt, safe: frozenset[str],
-                  allow_config_change: bool) -> None:
+                  allow_config_change: bool, defaults: dict[str, Any]) -> None:
     if previous.stage != name:
         raise ValueError(f"{out} holds the outputs of stage {previous.stage!r}, not {name!r}")
-    old, new = _flatten(previous.config), _flatten(attempt.config)
+    # a field the earlier attempt's code did not have yet ran as its default
+    old = {**{k: v for k, v in defaults.items() if k not in _flatten(previous.config)}, **_flatten(previous.config)}
+    new = _flatten(attempt.config)
     changed = sorted(k for k in (old.keys() | new.keys()) - safe if old.get(k) != new.get(k))
     if changed and not allow_config_change:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
@@ -334,6 +338,24 @@ def _check_resume(out: Path, name: str, previous: RunManifest, attempt: RunAttem
         logger.warning("%s: the inputs of stage %s changed since the last attempt", out, name)
     logger.info("%s: resuming stage %s (attempt %d; the last one ended %s)", out, name,
                 len(previous.history) + 2, previous.status)
+
+
+def _defaults(config: object, prefix: str = "") -> dict[str, Any]:
+    """Flattened defaults of a config's fields (as ``config_to_dict`` writes them); fields without one are left out."""
+    if isinstance(config, Mapping):
+        return {k: v for key, sub in config.items() for k, v in _defaults(sub, f"{prefix}{key}.").items()}
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return {}
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            value: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f"{prefix}{f.name}"] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

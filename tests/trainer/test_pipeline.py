@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from service.errors import InvalidInput
-from service.manifest import read_manifest
-from service.model import PRMModel
+from service.manifest import PRMManifest, read_manifest
+from service.model import PRMModel, base_sha256
 from tests.conftest import shared_data
 from tests.tiny import save_tiny_lm, tiny_prm
 from tests.trainer.fake_policy import FakePolicy
@@ -33,6 +34,7 @@ from trainer.pipeline import (
 from trainer.pipeline_train import (
     _load_adapter_rows_and_head,
     _load_lora,
+    _weights,
     correct_stage,
     evaluate_stage,
     export_stage,
@@ -176,7 +178,7 @@ def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path) ->
 
 
 def test_adapter_refuses_another_base(tmp_path: Path) -> None:
-    base = save_tiny_lm(tmp_path / "base", seed=5)
+    base = save_tiny_lm(tmp_path / "base", seed=5, spare_rows=0)  # the separator grows the table, as for SmolLM2
     model = init_prm(str(base), max_tokens=256, seed=0)
     cfg = FitConfig(model=str(base), lora_r=4)
     network = prepare_trainable(model.network, cfg, model.separator_id).eval()
@@ -190,9 +192,27 @@ def test_adapter_refuses_another_base(tmp_path: Path) -> None:
     export_checkpoint(network, model.tokenizer, tmp_path / "ckpt", name="a", base_model=model.manifest.base_model,
                       max_tokens=256, default_aggregation="min", training={}, metrics={}, card="",
                       weights="adapter")
-    assert PRMModel.load(tmp_path / "ckpt", device="cpu", dtype="float32").forward([enc])[0] == \
-        pytest.approx(trained, abs=1e-5)
+    served = PRMModel.load(tmp_path / "ckpt", device="cpu", dtype="float32")
+    assert served.forward([enc])[0] == pytest.approx(trained, abs=1e-5)
+    probe = served.manifest.probe  # recorded at export, reproduced by the reload
+    assert probe is not None and served.forward([served.encode(probe.problem, probe.steps)])[0] == \
+        pytest.approx(probe.logits, abs=1e-5)
+    # bf16 weights, but the rotary frequencies stay fp32 (as from_pretrained(dtype=bf16) keeps them)
+    half = PRMModel.load(tmp_path / "ckpt", device="cpu", dtype="bfloat16")
+    assert next(half.network.backbone.parameters()).dtype == torch.bfloat16
+    assert {b.dtype for n, b in half.network.backbone.named_buffers() if "inv_freq" in n} == {torch.float32}
     other = save_tiny_lm(tmp_path / "other", seed=6)
     with pytest.raises(InvalidInput, match="sha256"):
         PRMModel.load(tmp_path / "ckpt", device="cpu", dtype="float32", base=other)
     assert PRMModel.load(tmp_path / "ckpt", device="cpu", dtype="float32", base=base).name == "a"
+
+
+def test_adapter_needs_a_local_hashable_base(tmp_path: Path) -> None:
+    assert _weights(FitConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct")) == "full"  # a hub id: no local file
+    assert _weights(FitConfig(model="smollm2")) == "adapter"
+    assert _weights(FitConfig(model="smollm2", lora=False)) == "full"
+    with pytest.raises(InvalidInput, match="not a local file or directory"):
+        base_sha256(tmp_path / "missing")
+    spec = {"name": "a", "base_model": {"id": "x"}, "head": {"in_features": 4}, "weights": "adapter"}
+    with pytest.raises(ValidationError, match="adapter"):
+        PRMManifest.model_validate(spec)

@@ -332,3 +332,17 @@ def test_config_from_dict_rejects_unknown_and_bad_values() -> None:
         config_from_dict(FitConfig, {})
     fit = config_from_dict(FitConfig, {"model": "m", "target_modules": ["q_proj"], "lr": "3e-4"})
     assert fit.target_modules == ("q_proj",) and fit.lr == 3e-4
+
+
+def test_resume_after_a_new_config_field_at_its_default(tmp_path: Path) -> None:
+    """A run started by older code lacks fields added since: they ran as their defaults."""
+    with stage(tmp_path, "label", LabelConfig(rollouts=4)):
+        pass
+    manifest = json.loads((tmp_path / "run.json").read_text())
+    del manifest["config"]["reference_rollouts"]  # as written before the field existed
+    (tmp_path / "run.json").write_text(json.dumps(manifest))
+    with stage(tmp_path, "label", LabelConfig(rollouts=4)):
+        pass
+    with pytest.raises(ConfigChangedError, match="reference_rollouts: 0 -> 2"), \
+            stage(tmp_path, "label", LabelConfig(rollouts=4, reference_rollouts=2)):
+        pass

