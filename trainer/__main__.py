@@ -79,6 +79,8 @@ def generate(run: RunArg, sets: SetOpt = None,
     """N Chain-of-Function candidates per problem."""
     from trainer.pipeline import generate_stage, select_split
 
+    if unknown := sorted({d.lower() for d in difficulty or []} - {"easy", "medium", "hard"}):
+        raise typer.BadParameter(f"unknown difficulty {unknown}: use easy, medium or hard")
     s = _settings(run, sets)
     chosen = select_split(data, _counts(problems), allow_any_source=allow_any_data,  # type: ignore[arg-type]
                           difficulties=difficulty)

@@ -392,8 +392,8 @@ def progress(iterable: Iterable[V], total: int | None = None, desc: str = "", *,
 
 
 def stage_seconds(stage_dir: StrPath) -> float | None:
-    """Wall time of a stage over all its attempts (an interrupted one counts up to its last record), from
-    its ``run.json``; None if the stage never ran."""
+    """Wall time of a stage, summed over the attempts that recorded their end (a killed attempt did not and
+    is left out), from its ``run.json``; None if the stage never ran."""
     path = Path(stage_dir) / "run.json"
     if not path.is_file():
         return None
