@@ -173,6 +173,7 @@ class PRMModel:
             write_manifest(tmp, self.manifest)
             for name, text in (extra_files or {}).items():
                 (tmp / name).write_text(text)
+            readable_by_all(tmp)
             if out.exists():
                 shutil.rmtree(out)
             os.replace(tmp, out)
@@ -280,6 +281,14 @@ class PRMModel:
     def warm_up(self) -> None:
         """A real forward pass, so that ``/ready`` means the model can score."""
         self.forward([self.encode("Print the sum of two integers.", ["def main():\n    pass\n"])])
+
+
+def readable_by_all(directory: Path) -> None:
+    """0755 directories, 0644 files: a checkpoint is read by the service's own (non-root) user, whatever
+    umask or temp-file modes the writers used (safetensors writes 0600)."""
+    directory.chmod(0o755)
+    for path in directory.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def adapter_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],

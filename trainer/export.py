@@ -24,7 +24,7 @@ from service.manifest import (
     Probe,
     write_manifest,
 )
-from service.model import PRMModel, PRMNetwork, adapter_tensors
+from service.model import PRMModel, PRMNetwork, adapter_tensors, readable_by_all
 from trainer.fit import merge_trainable
 from trainer.records import Candidate, Problem, StepLabel, TRLRow
 
@@ -84,6 +84,7 @@ def copy_adapter_checkpoint(source: Path, out: Path, manifest: PRMManifest, *, c
             shutil.copyfile(path, tmp / path.name)
         write_manifest(tmp, manifest)
         (tmp / "MODEL_CARD.md").write_text(card)
+        readable_by_all(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
