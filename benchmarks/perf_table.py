@@ -43,7 +43,9 @@ def b1() -> Row | None:
 def b2() -> list[Row]:
     rows = []
     for dtype in ("bfloat16", "float32"):
-        r = _load(f"rerank_scoring_smollm2-prm_{dtype}.json")
+        # the default checkpoint; before it existed, an untrained SmolLM2 PRM of the same shape
+        r = _load(f"rerank_scoring_dreamprm-code-smollm2_{dtype}.json") or \
+            _load(f"rerank_scoring_smollm2-prm_{dtype}.json")
         if r is None:
             continue
         shared = r["ways"]["shared"]

