@@ -268,9 +268,9 @@ class PRMModel:
                 pass_cache = copy.deepcopy(cache) if n > 1 else cache
                 if n > 1:
                     pass_cache.batch_repeat_interleave(n)
-                hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device) if n > 1 else None,
+                hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device),
                                   position_ids=positions.to(device), cache=pass_cache,
-                                  use_cache=True).last_hidden_state  # (N, C, H); one row: no padding, no mask
+                                  use_cache=True).last_hidden_state  # (N, C, H)
                 if n == 1:
                     cache.crop(-width)  # drop this item's keys/values: the next item starts from the prefix
                 logits = self.network.head(hidden.float()).squeeze(-1).cpu()  # (N, C)
