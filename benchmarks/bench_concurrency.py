@@ -26,8 +26,6 @@ import asyncio
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,8 +35,7 @@ import httpx
 
 from benchmarks.common import LEETCODE_TRAIN, RESULTS, machine_info, now_iso, percentile, read_jsonl, table, write_json
 from service.settings import DEFAULT_CHECKPOINT
-from tests.live import wait_until_up
-from tests.service.redis_server import free_port
+from tests.live import live_server_process
 
 LEVELS = (1, 8, 32, 64)
 P99_OVER_P50_MAX = 4.0
@@ -175,28 +172,16 @@ def main(argv: list[str] | None = None) -> None:
             checkpoint = save_tiny_prm(tmp / "tiny")
         else:
             checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
-        port = free_port()
-        env = {**os.environ, "DREAMPRM_CHECKPOINT": str(checkpoint), "DREAMPRM_PORT": str(port),
-               "DREAMPRM_DTYPE": args.dtype, "DREAMPRM_CACHE_SIZE": "0", "DREAMPRM_REDIS_URL": "",
-               "DREAMPRM_LOG_LEVEL": "WARNING", "DREAMPRM_MAX_QUEUE": "1024"}  # queue: 64 clients x up to 16 items
+        env = {"DREAMPRM_DTYPE": args.dtype, "DREAMPRM_THREADS": str(os.cpu_count() or 1),
+               "DREAMPRM_CACHE_SIZE": "0", "DREAMPRM_REDIS_URL": "", "DREAMPRM_LOG_LEVEL": "WARNING",
+               "DREAMPRM_MAX_QUEUE": "1024"}  # queue: 64 clients x up to 16 items
         log = args.server_log or tmp / "server.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=out, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_up(proc, f"{url}/ready", log, timeout_s=300, poll_s=0.5)
+        with live_server_process(checkpoint, log, ready_timeout_s=300, **env) as (url, proc):
             results = []
             for i, clients in enumerate(args.levels):
                 seconds = args.long if i == len(args.levels) - 1 else args.duration
                 print(f"{clients} clients for {seconds:.0f} s ...", flush=True)
                 results.append(asyncio.run(run_level(url, proc.pid, items, clients, seconds)))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
     machine["loadavg_at_end"] = list(os.getloadavg())
     last = results[-1]
     report = {

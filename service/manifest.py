@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,6 +99,26 @@ def read_manifest(checkpoint: Path) -> PRMManifest:
 
 def write_manifest(checkpoint: Path, manifest: PRMManifest) -> None:
     (checkpoint / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+
+
+@contextmanager
+def atomic_checkpoint_dir(out: Path) -> Iterator[Path]:
+    """A temp directory beside ``out`` to write a checkpoint into; on success it becomes ``out`` (replacing
+    it) with 0755/0644 modes — the service's own non-root user must read it, whatever umask or temp-file modes
+    the writers used (safetensors writes 0600); on failure it is removed and ``out`` is untouched."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        for path in tmp.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def checkpoint_sha256(checkpoint: Path) -> str:

@@ -9,9 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -33,6 +30,7 @@ from service.manifest import (
     BaseModelSpec,
     HeadSpec,
     PRMManifest,
+    atomic_checkpoint_dir,
     checkpoint_sha256,
     read_manifest,
     write_manifest,
@@ -156,10 +154,7 @@ class PRMModel:
         "adapter"``, ``adapter`` (from ``adapter_tensors``) is written instead of the backbone and tokenizer."""
         if out.exists() and not overwrite:
             raise FileExistsError(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        tmp.chmod(0o755)
-        try:
+        with atomic_checkpoint_dir(out) as tmp:
             if self.manifest.weights == "full":
                 self.network.backbone.save_pretrained(tmp / BACKBONE_DIR, safe_serialization=True)
                 self.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
@@ -173,13 +168,6 @@ class PRMModel:
             write_manifest(tmp, self.manifest)
             for name, text in (extra_files or {}).items():
                 (tmp / name).write_text(text)
-            readable_by_all(tmp)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     # --- scoring ----------------------------------------------------------------------------
 
@@ -281,14 +269,6 @@ class PRMModel:
     def warm_up(self) -> None:
         """A real forward pass, so that ``/ready`` means the model can score."""
         self.forward([self.encode("Print the sum of two integers.", ["def main():\n    pass\n"])])
-
-
-def readable_by_all(directory: Path) -> None:
-    """0755 directories, 0644 files: a checkpoint is read by the service's own (non-root) user, whatever
-    umask or temp-file modes the writers used (safetensors writes 0600)."""
-    directory.chmod(0o755)
-    for path in directory.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def adapter_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],

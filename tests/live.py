@@ -34,6 +34,14 @@ def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path, *, timeout
 @contextmanager
 def live_server(checkpoint: Path, log: Path, **env: str) -> Iterator[str]:
     """Yield the base URL once ``/ready`` is true; stop the server at exit."""
+    with live_server_process(checkpoint, log, **env) as (url, _proc):
+        yield url
+
+
+@contextmanager
+def live_server_process(checkpoint: Path, log: Path, *, ready_timeout_s: float = 90,
+                        **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``live_server``, also yielding the server process (its pid, for memory sampling)."""
     port = free_port()
     full_env = {**os.environ, "DREAMPRM_CHECKPOINT": str(checkpoint), "DREAMPRM_PORT": str(port),
                 "DREAMPRM_DTYPE": "float32", "DREAMPRM_THREADS": "1", **env}
@@ -42,8 +50,8 @@ def live_server(checkpoint: Path, log: Path, **env: str) -> Iterator[str]:
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(proc, f"{url}/ready", log, timeout_s=90, poll_s=0.1)
-        yield url
+        wait_until_up(proc, f"{url}/ready", log, timeout_s=ready_timeout_s, poll_s=0.1)
+        yield url, proc
     finally:
         proc.terminate()
         try:

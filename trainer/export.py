@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -22,9 +20,10 @@ from service.manifest import (
     HeadSpec,
     PRMManifest,
     Probe,
+    atomic_checkpoint_dir,
     write_manifest,
 )
-from service.model import PRMModel, PRMNetwork, adapter_tensors, readable_by_all
+from service.model import PRMModel, PRMNetwork, adapter_tensors
 from trainer.fit import merge_trainable
 from trainer.records import Candidate, Problem, StepLabel, TRLRow
 
@@ -74,23 +73,13 @@ def copy_adapter_checkpoint(source: Path, out: Path, manifest: PRMManifest, *, c
                             files: Sequence[Path] = ()) -> None:
     """``source``'s adapter and head, unchanged, with a new ``prm.json``, card and ``files`` (the card's
     figures), written atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_checkpoint_dir(out) as tmp:
         for name in (ADAPTER_FILE, HEAD_FILE):
             shutil.copyfile(source / name, tmp / name)
         for path in files:
             shutil.copyfile(path, tmp / path.name)
         write_manifest(tmp, manifest)
         (tmp / "MODEL_CARD.md").write_text(card)
-        readable_by_all(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def lora_factors(network: PRMNetwork) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
