@@ -88,13 +88,21 @@ def b5() -> Row | None:
     r = _load("sandbox.json")
     if r is None:
         return None
-    best = {}
+    best: dict[tuple[str, str], float] = {}
     for row in r["rows"]:
-        best[row["workload"]] = max(best.get(row["workload"], 0.0), row["executions_per_s"])
-    trivial = max(v for k, v in best.items() if k.startswith("trivial"))
-    return ("B5 sandbox executions/s, 2 cores", "≥ 50 trivial/s",
-            f"{trivial:.0f} trivial/s, {best.get('typical_leetcode', 0.0):.0f} typical (LeetCode reference + tests)/s",
-            _yes(trivial >= 50))
+        key = (row.get("way", "sandbox"), row["workload"])
+        best[key] = max(best.get(key, 0.0), row["executions_per_s"])
+
+    def rate(way: str, trivial: bool) -> float:
+        return max((v for (w, k), v in best.items() if w == way and k.startswith("trivial") == trivial), default=0.0)
+
+    measured = (f"{rate('sandbox', True):.0f} trivial/s, {rate('sandbox', False):.0f} typical "
+                "(LeetCode reference + tests)/s")
+    if rate("naive", True):
+        measured += f"; naive `subprocess.run`, no isolation: {rate('naive', True):.0f} / {rate('naive', False):.0f}"
+    if lab := r.get("labelling"):
+        measured += f"; labelling {lab['rollouts_per_s']:.0f} rollouts/s (policy time excluded)"
+    return ("B5 sandbox executions/s, 2 cores", "≥ 50 trivial/s", measured, _yes(rate("sandbox", True) >= 50))
 
 
 def b6() -> Row | None:

@@ -45,6 +45,7 @@ import selectors
 import shutil
 import signal
 import site
+import socket
 import stat
 import subprocess
 import sys
@@ -252,6 +253,10 @@ def _interpreters(root: bool) -> list[str]:
     return list(dict.fromkeys(p for p in found if p and os.path.isfile(p)))
 
 
+# the candidate must be able to import from the interpreter's stdlib and site dirs as the sandbox uid
+_PROBE = _Payload("functional", "import bisect, heapq, statistics", "", (), None)
+
+
 def _detect_host() -> SandboxHost | None:
     root = os.geteuid() == 0
     namespaces = sandbox_runner.CLONE_NEWNET | sandbox_runner.CLONE_NEWPID
@@ -263,7 +268,7 @@ def _detect_host() -> SandboxHost | None:
             site_dirs = () if exe == sys.executable else tuple(p for p in site.getsitepackages() if os.path.isdir(p))
             host = SandboxHost(exe, network, flags, root, site_dirs)
             with _uid_lease(host) as uid:
-                run = _spawn(host, uid, _Payload("functional", "import sys", "", (), None), Limits(), 10.0, None)
+                run = _spawn(host, uid, _PROBE, Limits(), 10.0, None)
             if run.event("done") is not None:
                 logger.info("sandbox: %s (+ %s), network isolation %s, own uid per run: %s", exe, site_dirs, network,
                             root)
@@ -420,7 +425,8 @@ def _uid_lease(host: SandboxHost) -> Iterator[int | None]:
                 os.close(fd)
                 continue
             try:
-                _kill_uid(uid)  # leftovers of a caller that crashed mid-run
+                if not host.unshare_flags & sandbox_runner.CLONE_NEWPID:  # a namespace dies with its caller
+                    _kill_uid(uid)  # leftovers of a caller that crashed mid-run
                 yield uid
             finally:
                 os.close(fd)
@@ -446,6 +452,71 @@ def _kill_uid(uid: int) -> None:
     logger.warning("sandbox: processes of uid %d survive SIGKILL", uid)
 
 
+class _Zygote:
+    """The caller's end of one fork server (``sandbox_runner.zygote``) on one interpreter.
+
+    Started on first use (and again in a forked caller, or if it died), with the sandbox's minimal
+    environment; threads share it, one request at a time (a fork takes about a millisecond).
+    """
+
+    def __init__(self, host: SandboxHost) -> None:
+        self._host = host
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._owner = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def launch(self, cfg: dict[str, Any], fds: list[int]) -> tuple[int, int]:
+        """Fork a launcher for one run with ``fds`` (stdin, stdout, stderr, result) -> (pid, pidfd)."""
+        request = json.dumps({"op": "run", **cfg}).encode()
+        with self._lock:
+            for attempt in range(2):
+                sock = self._ensure()
+                try:
+                    socket.send_fds(sock, [request], fds)
+                    reply, got, _flags, _addr = socket.recv_fds(sock, 1024, 1)
+                except OSError:
+                    reply, got = b"", []
+                if reply and got:
+                    return int(json.loads(reply)["pid"]), got[0]
+                for fd in got:
+                    os.close(fd)
+                logger.warning("sandbox: the fork server died (attempt %d); starting another", attempt + 1)
+                self._sock = None
+                sock.close()
+                if self.process is not None:
+                    self.process.kill()
+                    self.process.wait()
+        raise RuntimeError("the sandbox fork server does not answer")
+
+    def reap(self, pid: int) -> None:
+        """Let the zygote reap a launcher the caller has seen exit (its pid may be recycled after this)."""
+        with self._lock, suppress(OSError):
+            if self._sock is not None and self._owner == os.getpid():
+                self._sock.send(json.dumps({"op": "reap", "pid": pid}).encode())
+
+    def _ensure(self) -> socket.socket:
+        if self._sock is not None and self._owner == os.getpid():
+            return self._sock
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.process = subprocess.Popen(sandbox_runner.zygote_argv(self._host.python, theirs.fileno()),
+                                            env=_host_env(self._host), cwd="/", stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+                                            start_new_session=True)
+        self._sock, self._owner = ours, os.getpid()
+        return ours
+
+
+_zygote_lock = threading.Lock()
+_zygotes: dict[tuple[str, tuple[str, ...]], _Zygote] = {}
+
+
+def _zygote(host: SandboxHost) -> _Zygote:
+    with _zygote_lock:
+        return _zygotes.setdefault((host.python, host.site_dirs), _Zygote(host))
+
+
 def _spawn(host: SandboxHost, uid: int | None, payload: _Payload, limits: Limits, wall_s: float,
            stdin: bytes | None) -> _Run:
     """One run in a fresh temp dir; the process tree and the dir are gone when this returns."""
@@ -457,36 +528,44 @@ def _spawn(host: SandboxHost, uid: int | None, payload: _Payload, limits: Limits
         if uid is not None:
             os.chown(run_dir, uid, uid)
             os.chown(payload_path, uid, uid)
-        read_fd, write_fd = os.pipe()
+        pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, results
         try:
             with _stdin_fd(stdin) as in_fd:
-                proc = subprocess.Popen(_launcher_argv(host, uid, run_dir, write_fd, limits, wall_s), stdin=in_fd,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(write_fd,),
-                                        env=dict(_ENV), cwd=run_dir, start_new_session=True)
-        except BaseException:
-            os.close(read_fd)
+                pid, pidfd = _zygote(host).launch(_run_config(host, uid, run_dir, limits, wall_s),
+                                                  [in_fd, *(w for _, w in pipes)])
+        except BaseException as exc:
+            for r, _ in pipes:
+                os.close(r)
+            if isinstance(exc, (OSError, RuntimeError)):  # e.g. the interpreter cannot be started
+                return _Run([{"ev": "sandbox_error", "msg": f"fork server: {exc!r}"}], b"", b"", None, None)
             raise
         finally:
-            os.close(write_fd)
+            for _, w in pipes:
+                os.close(w)
+        run = None
         try:
-            return _collect(proc, read_fd, nonce, limits.max_output_bytes, wall_s)
+            run = _collect([r for r, _ in pipes], pidfd, nonce, limits.max_output_bytes, wall_s)
         finally:
-            os.close(read_fd)
-            _kill_tree(proc, uid)
+            for r, _ in pipes:
+                os.close(r)
+            _end_tree(host, pid, pidfd, uid, finished=run is not None and run.limit is None)
+        return run
     finally:
         shutil.rmtree(run_dir, onerror=_force_remove)
 
 
-def _launcher_argv(host: SandboxHost, uid: int | None, run_dir: str, res_fd: int, limits: Limits,
-                   wall_s: float) -> list[str]:
+def _run_config(host: SandboxHost, uid: int | None, run_dir: str, limits: Limits, wall_s: float) -> dict[str, Any]:
     cpu, mib = limits.cpu_s or math.ceil(wall_s), 1 << 20
     same = [(resource.RLIMIT_AS, limits.memory_mb * mib), (resource.RLIMIT_NPROC, limits.max_procs),
             (resource.RLIMIT_FSIZE, limits.max_file_mb * mib), (resource.RLIMIT_NOFILE, limits.max_open_files),
             (resource.RLIMIT_CORE, 0)]
     rlimits = [(r, v, v) for r, v in same] + [(resource.RLIMIT_CPU, cpu, cpu + 1)]  # SIGXCPU, then SIGKILL
-    return sandbox_runner.launcher_argv(exe=host.python, run_dir=run_dir, res_fd=res_fd, unshare=host.unshare_flags,
-                                        uid=uid, rlimits=rlimits, env=_ENV | {"HOME": run_dir, "TMPDIR": run_dir}
-                                        | ({"PYTHONPATH": os.pathsep.join(host.site_dirs)} if host.site_dirs else {}))
+    env = _host_env(host) | {"HOME": run_dir, "TMPDIR": run_dir}
+    return {"unshare": host.unshare_flags, "uid": uid, "rlimits": rlimits, "cwd": run_dir, "env": env}
+
+
+def _host_env(host: SandboxHost) -> dict[str, str]:
+    return _ENV | ({"PYTHONPATH": os.pathsep.join(host.site_dirs)} if host.site_dirs else {})
 
 
 @contextmanager
@@ -505,26 +584,27 @@ def _stdin_fd(data: bytes | None) -> Iterator[int]:
         os.close(fd)
 
 
-def _collect(proc: subprocess.Popen[bytes], res_fd: int, nonce: str, cap: int, wall_s: float) -> _Run:
+def _collect(fds: list[int], pidfd: int, nonce: str, cap: int, wall_s: float) -> _Run:
     """Read stdout, stderr and the result pipe until EOF, the wall limit or the output cap."""
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    out, err, res_fd = fds
     bufs = {out: bytearray(), err: bytearray(), res_fd: bytearray()}
     limit: Literal["timeout", "output_limit"] | None = None
     deadline, exited_at = time.monotonic() + wall_s, math.inf
     with selectors.DefaultSelector() as sel:
-        for fd in bufs:
+        for fd in (*bufs, pidfd):
             sel.register(fd, selectors.EVENT_READ)
-        while sel.get_map():
+        while len(sel.get_map()) > (pidfd in sel.get_map()):
             now = time.monotonic()
             if now >= deadline:
                 limit = "timeout"
                 break
-            if exited_at == math.inf and _has_exited(proc.pid):
-                exited_at = now
             if now - exited_at > _GRACE_S:
                 break  # descendants of a finished program still hold the pipes
-            for key, _ in sel.select(min(deadline - now, 0.1)):
+            for key, _ in sel.select(min(deadline - now, exited_at + _GRACE_S - now)):
+                if key.fd == pidfd:  # the launcher exited
+                    exited_at = time.monotonic()
+                    sel.unregister(pidfd)
+                    continue
                 chunk = os.read(key.fd, 1 << 16)
                 bufs[key.fd] += chunk
                 if not chunk:
@@ -536,20 +616,31 @@ def _collect(proc: subprocess.Popen[bytes], res_fd: int, nonce: str, cap: int, w
     return _Run(events, bytes(bufs[out][:cap]), bytes(bufs[err][:cap]), limit, status)
 
 
-def _has_exited(pid: int) -> bool:
-    """Checked without reaping, so the pid (our process group id) cannot be recycled before the group is killed."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+def _exited(pidfd: int, timeout: float | None) -> bool:
+    with selectors.DefaultSelector() as sel:
+        sel.register(pidfd, selectors.EVENT_READ)
+        return bool(sel.select(timeout))
 
 
-def _kill_tree(proc: subprocess.Popen[bytes], uid: int | None) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
-    if uid is not None:
-        _kill_uid(uid)  # whatever left the group (setsid) and, without a PID namespace, orphans
+def _end_tree(host: SandboxHost, pid: int, pidfd: int, uid: int | None, *, finished: bool) -> None:
+    """Make sure the run's processes are gone, then let the zygote reap the launcher.
+
+    A launcher that exits by itself (``finished``: the pipes reached EOF) in a PID namespace has waited for
+    its monitor, whose exit (as PID 1) took every process of the namespace down: nothing to kill or sweep.
+    Otherwise the launcher's group gets SIGKILL (its pid cannot be recycled: it is reaped only after this)
+    and, as root, the uid is swept.
+    """
+    try:
+        pid_namespace = bool(host.unshare_flags & sandbox_runner.CLONE_NEWPID)
+        if not (pid_namespace and finished and _exited(pidfd, _GRACE_S)):
+            with suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            _exited(pidfd, None)
+            if uid is not None:
+                _kill_uid(uid)  # whatever left the group (setsid) and, without a PID namespace, orphans
+    finally:
+        os.close(pidfd)
+        _zygote(host).reap(pid)
 
 
 def _force_remove(func: Any, path: str, exc_info: Any) -> None:

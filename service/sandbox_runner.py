@@ -1,16 +1,19 @@
-"""Child side of ``service.sandbox`` (launcher, monitor, test runner) and the wire format both sides share.
+"""Child side of ``service.sandbox`` (fork server, launcher, monitor, test runner) and the shared wire format.
 
 Stdlib only and self-contained: the parent passes this file's source to ``python -c``, so it must never
 import ``service`` (or anything outside the stdlib). Nothing runs on import; the ``__main__`` block dispatches.
-``launcher_argv`` and ``parse_events`` are the parent's half of the protocol, kept next to the child's half.
+``zygote_argv`` and ``parse_events`` are the parent's half of the protocol, kept next to the child's half.
 
-``launch CFG`` (trusted interpreter, as the caller's user): enter new network + PID namespaces (plus a user
-namespace when not root), fork the *monitor* (PID 1 of the new namespace), which forks the *candidate*:
-rlimits, drop to the sandbox uid with no groups, parent-death signal, ``execve`` of ``run``. The monitor reaps,
-reports the candidate's wait status and exits, which makes the kernel kill everything left in the namespace.
-``run FD`` (sandbox interpreter, unprivileged): load and delete the payload file, optionally install the socket
-guard, compile and run the program, run each test, and report JSON lines tagged with the payload's nonce on
-the inherited pipe ``FD``; the program's own stdout/stderr never carry results.
+``zygote FD`` (the sandbox interpreter, as the caller's user, started once per caller process with a minimal
+environment): a fork server. Per run it forks a *launcher*: own session, the run's stdio, new network + PID
+namespaces (plus a user namespace when not root), then the *monitor* (PID 1 of the new namespace), which forks
+the *candidate*: rlimits, drop to the sandbox uid with no groups, parent-death signal, the run's cwd and
+environment, then the payload runs in that same, already initialised interpreter (no exec: two interpreter
+starts per run saved; every run is a fresh copy-on-write fork of a zygote that never runs untrusted code).
+The monitor reaps, reports the candidate's wait status and exits, which makes the kernel kill everything left
+in the namespace. The runner (``run``) loads and deletes the payload file, optionally installs the socket
+guard, compiles and runs the program, runs each test, and reports JSON lines tagged with the payload's nonce
+on the inherited result pipe; the program's own stdout/stderr never carry results.
 """
 
 from __future__ import annotations
@@ -30,14 +33,10 @@ _PR_SET_PDEATHSIG = 1
 _MSG_CAP = 300
 
 
-def launcher_argv(*, exe: str, run_dir: str, res_fd: int, unshare: int, uid: int | None,
-                  rlimits: list[tuple[int, int, int]], env: dict[str, str]) -> list[str]:
-    """The command that runs this file as launcher; it will ``exe -s -P -c <this file> run <res_fd>``."""
+def zygote_argv(exe: str, sock_fd: int) -> list[str]:
+    """The command that starts this file as the fork server on the inherited socket ``sock_fd``."""
     with open(__file__, encoding="utf-8") as fh:
-        source = fh.read()
-    cfg = {"result_fd": res_fd, "parent_pid": os.getpid(), "unshare": unshare, "uid": uid, "rlimits": rlimits,
-           "cwd": run_dir, "exe": exe, "env": env, "argv": [exe, "-s", "-P", "-c", source, "run", str(res_fd)]}
-    return [sys.executable, "-I", "-S", "-c", source, "launch", json.dumps(cfg)]
+        return [exe, "-s", "-P", "-c", fh.read(), "zygote", str(sock_fd)]
 
 
 def parse_events(data: bytes, nonce: str) -> tuple[list[dict[str, Any]], int | None]:
@@ -117,7 +116,8 @@ def _map_own_ids() -> None:
         fh.write(f"{gid} {gid} 1")
 
 
-def _exec_candidate(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
+def _become_candidate(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
+    """Rlimits, the sandbox uid, the run's cwd and environment; then this process runs the payload."""
     res_fd = cfg["result_fd"]
     try:
         for res, soft, hard in cfg["rlimits"]:
@@ -132,9 +132,11 @@ def _exec_candidate(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
             raise PermissionError("refusing to run the program as root")
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
         os.chdir(cfg["cwd"])
-        os.execve(cfg["exe"], cfg["argv"], cfg["env"])
+        os.environ.clear()
+        os.environ.update(cfg["env"])
     except BaseException as exc:  # noqa: BLE001 - report anything
         _fail(res_fd, "exec", exc)
+    run(res_fd)
 
 
 def _monitor(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
@@ -145,7 +147,7 @@ def _monitor(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
     except BaseException as exc:  # noqa: BLE001 - report anything
         _fail(res_fd, "fork", exc)
     if pid == 0:
-        _exec_candidate(cfg, libc)
+        _become_candidate(cfg, libc)
     _quiet_stdio()
     while True:  # as PID 1 we also reap orphans; stop when the candidate itself is done
         done, status = os.wait()
@@ -155,15 +157,21 @@ def _monitor(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
     os._exit(0)
 
 
-def launch(cfg: dict[str, Any]) -> NoReturn:
-    """Namespaces, then launcher -> monitor -> candidate; see the module docstring."""
-    res_fd = cfg["result_fd"]
+def _launch(cfg: dict[str, Any], fds: list[int], zygote_pid: int) -> NoReturn:
+    """In a fresh fork of the zygote: its own session and stdio, namespaces, then monitor -> candidate."""
+    stdin, stdout, stderr, res_fd = fds
     try:
+        os.setsid()
+        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+            os.dup2(fd, target)
+        os.closerange(3, res_fd)
+        os.closerange(res_fd + 1, 1 << 16)  # the zygote's socket and anything else it held
+        cfg["result_fd"] = res_fd
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the caller died: take everything down
-        if os.getppid() != cfg["parent_pid"]:
-            raise ProcessLookupError("the caller is gone")
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote died (its caller is gone): take all down
+        if os.getppid() != zygote_pid:
+            raise ProcessLookupError("the zygote is gone")
         if cfg["unshare"] and libc.unshare(cfg["unshare"]) != 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         if cfg["unshare"] & CLONE_NEWUSER:
@@ -177,6 +185,36 @@ def launch(cfg: dict[str, Any]) -> NoReturn:
     os.close(res_fd)
     os.waitpid(pid, 0)
     os._exit(0)
+
+
+def zygote(sock_fd: int) -> NoReturn:
+    """The fork server: one single-threaded, pristine interpreter that forks a launcher per run.
+
+    Requests on the SOCK_SEQPACKET socket: ``{"op": "run", **cfg}`` with the run's stdin, stdout, stderr
+    and result fds attached, answered with ``{"pid": launcher_pid}`` and a pidfd of the launcher; and
+    ``{"op": "reap", "pid": pid}`` (no answer) once the caller has seen the launcher exit, so a launcher's
+    pid (its process group id) is never recycled while the caller may still signal it. EOF: the caller is
+    gone, so we exit, and every launcher follows (parent-death signal).
+    """
+    import socket
+
+    sock, me = socket.socket(fileno=sock_fd), os.getpid()
+    while True:
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
+        if not msg:
+            os._exit(0)
+        request = json.loads(msg)
+        if request["op"] == "reap":
+            os.waitpid(request["pid"], 0)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            _launch(request, fds, me)
+        for fd in fds:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [pidfd])
+        os.close(pidfd)
 
 
 class _TestTimeout(BaseException):
@@ -294,8 +332,5 @@ def run(res_fd: int) -> NoReturn:
     _flush_and_exit()
 
 
-if __name__ == "__main__":
-    if sys.argv[1] == "launch":
-        launch(json.loads(sys.argv[2]))
-    else:
-        run(int(sys.argv[2]))
+if __name__ == "__main__" and sys.argv[1:2] == ["zygote"]:
+    zygote(int(sys.argv[2]))

@@ -200,6 +200,28 @@ def test_run_many_keeps_order_and_gives_concurrent_runs_their_own_uid() -> None:
         assert len(uids) == 4 and uids <= SANDBOX_UIDS
 
 
+def test_runs_do_not_share_interpreter_state() -> None:
+    # every run is a fresh fork of the fork server: what one program changes, the next one does not see
+    tamper = ("import builtins, heapq, random, sys\nbuiltins.LEFT = 1\nheapq.heappush = None\n"
+              "sys.path.insert(0, '/x')\nprint(random.random())\n")
+    first, second = (functional(tamper, "assert True") for _ in range(2))
+    assert first.passed and second.passed, (first, second)
+    assert first.stdout_tail != second.stdout_tail  # random is seeded per run, not inherited
+    clean = functional("import builtins, heapq, sys\n", "assert not hasattr(builtins, 'LEFT')",
+                       "assert heapq.heappush is not None", "assert '/x' not in sys.path")
+    assert clean.passed, clean
+
+
+@pytest.mark.usefixtures("healthy")
+def test_a_dead_fork_server_is_replaced() -> None:
+    assert functional("x = 1", "assert x == 1").passed  # the fork server is up
+    server = sandbox._zygotes[(host.python, host.site_dirs)] if (host := sandbox_host()) else None
+    assert server is not None and server.process is not None
+    server.process.kill()
+    server.process.wait()
+    assert functional("x = 1", "assert x == 1").passed
+
+
 def test_wrong_test_kind_is_a_caller_error() -> None:
     with pytest.raises(ValueError):
         run_tests("x = 1", [io("", "")], test_type="functional")
