@@ -1,8 +1,11 @@
 """B6: this CPU's matmul throughput (GFLOP/s, fp32 and bf16) and the scorer's achieved fraction.
 
 The matmuls are square (``--size``, default 1024) and the shapes of SmolLM2-135M's layers at
-one 400-token item (400 x 576 @ 576 x 1536). The scorer's FLOP/s are estimated from a measured
-forward pass of a 400-token item: 2 x parameters x tokens (+ attention) over its time.
+one 400-token item (400 x 576 @ 576 x 1536). Attention (``torch.nn.functional.scaled_dot_product_attention``,
+SmolLM2's 9 heads of 64) at the shape of a shared-prefix pass, 450 candidate tokens over 608 problem + 450 own
+keys: with the bottom-right causal mask that pass needs, without a mask, and causal over 1,058 x 1,058;
+GFLOP/s count 4 x queries x keys x 576, all the pairs the kernel visits. The scorer's FLOP/s are estimated
+from a measured forward pass of a 400-token item: 2 x parameters x tokens (+ attention) over its time.
 
     .venv/bin/python -m benchmarks.bench_limit --checkpoint /tmp/smollm2-prm
 """
@@ -32,10 +35,33 @@ def gflops(m: int, k: int, n: int, dtype: Any, repeats: int) -> dict[str, float]
     return {"gflops": 2 * m * k * n / stats["median"] / 1e9, "median_s": stats["median"]}
 
 
+def attention(queries: int, keys: int, mode: str, dtype: Any, repeats: int) -> dict[str, float]:
+    import torch
+    import torch.nn.functional as F
+
+    heads, dim = 9, 64
+    q = torch.randn(1, heads, queries, dim, dtype=dtype)
+    k, v = torch.randn(1, heads, keys, dim, dtype=dtype), torch.randn(1, heads, keys, dim, dtype=dtype)
+    mask = torch.ones(queries, keys, dtype=torch.bool).tril(keys - queries)[None, None] if mode == "masked" else None
+
+    def run() -> Any:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mode == "causal")
+
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    median = summarize(times)["median"]
+    return {"ms": median * 1000, "gflops": 4 * queries * keys * heads * dim / median / 1e9}
+
+
 def scorer(checkpoint: Path, dtype: str, tokens: int, repeats: int) -> dict[str, float]:
     from service.model import PRMModel
 
-    model = PRMModel.load(checkpoint, device="cpu", dtype=dtype)
+    model = PRMModel.load(checkpoint, device="cpu", dtype=dtype)  # type: ignore[arg-type]
     enc = model.encode("x " * (tokens - 40), ["def main():\n    return 1\n"])
     for _ in range(2):
         model.forward([enc])
@@ -69,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     report: dict[str, Any] = {"benchmark": "limit", "date": now_iso(), "machine": machine_info(torch_info=True),
                               "threads": args.threads, "matmul": matmul}
     rows = [[k, f"{v['gflops']:,.1f}"] for k, v in matmul.items()]
+    shapes_attn = {"masked": (450, 1058), "unmasked": (450, 1058), "causal": (1058, 1058)}
+    report["attention"] = {f"{mode}_{q}x{kv}/{dt}": attention(q, kv, mode, getattr(torch, dt), args.repeats)
+                           for mode, (q, kv) in shapes_attn.items() for dt in ("float32", "bfloat16")}
+    rows += [[f"attention {k}", f"{v['gflops']:,.1f} ({v['ms']:.1f} ms)"] for k, v in report["attention"].items()]
     if args.checkpoint is not None:
         for dt in ("float32", "bfloat16"):
             s = scorer(args.checkpoint, dt, 400, max(5, args.repeats // 4))

@@ -50,6 +50,19 @@ def workload(model: PRMModel, n: int, problem_tokens: int, seed: int) -> tuple[s
     raise SystemExit(f"cannot fit {n} candidates in {model.max_tokens} tokens: lower --problem-tokens")
 
 
+def attention_share(fn: Callable[[], Any]) -> dict[str, float]:
+    """One run of ``fn`` under the torch profiler: the share of CPU time in attention and in matmuls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(self_us.values())
+    attention = sum(v for k, v in self_us.items() if "scaled_dot_product" in k)
+    matmul = sum(v for k, v in self_us.items() if k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear"))
+    return {"attention": attention / total, "matmul": matmul / total, "other": 1 - (attention + matmul) / total}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -89,6 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             times[way].append(time.perf_counter() - started)
         print(f"  round {rep + 1}/{args.repeats}: " + ", ".join(f"{w} {times[w][-1]:.2f}s" for w in WAYS
                                                                  if len(times[w]) > rep), flush=True)
+    profile = attention_share(fns["shared"]) if args.profile else None
     base = [sigmoid(x) for row in logits["naive"] for x in row]
     diffs = {w: max(abs(sigmoid(x) - b) for x, b in zip([x for row in logits[w] for x in row], base, strict=True))
              for w in WAYS}
@@ -98,6 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "model": model.name, "dtype": args.dtype, "threads": args.threads, "n_candidates": len(cands),
             "steps_per_candidate": [len(c) for c in cands], "problem_tokens": encoded[0].prefix_len,
             "candidate_tokens": [e.n_tokens - e.prefix_len for e in encoded],
+            "shared_profile": profile,
             "ways": {w: {"seconds": summarize(times[w]), "tokens_computed": tokens[w],
                          "max_abs_score_diff_vs_naive": diffs[w],
                          "speedup_vs_naive": summarize(times["naive"])["median"] / summarize(times[w])["median"]}
@@ -112,6 +127,9 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"{report['model']} {report['dtype']}, {report['threads']} threads; {report['n_candidates']} candidates of "
           f"{min(report['steps_per_candidate'])}-{max(report['steps_per_candidate'])} steps; problem "
           f"{report['problem_tokens']} tokens; {report['machine']['cpu_model']}")
+    if share := report.get("shared_profile"):
+        print(f"shared way, CPU time: attention {share['attention']:.0%}, matmuls {share['matmul']:.0%}, "
+              f"other {share['other']:.0%}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--naive-repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true", help="also profile one shared run: attention's share")
     args = parser.parse_args(argv)
     report = run(args)
     print_table(report)

@@ -32,8 +32,10 @@ class _Job:
 
 class MicroBatcher:
     def __init__(self, forward: ForwardFn, *, max_batch_tokens: int, max_batch_size: int,
-                 max_wait_ms: float, max_queue: int, metrics: Metrics | None = None) -> None:
+                 max_wait_ms: float, max_queue: int, metrics: Metrics | None = None,
+                 after_forward: Callable[[], object] | None = None) -> None:
         self._forward = forward
+        self._after_forward = after_forward  # on the forward thread, after each pass (e.g. a HeapTrimmer)
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
@@ -96,7 +98,7 @@ class MicroBatcher:
             if live:
                 started = time.perf_counter()
                 try:
-                    results = await loop.run_in_executor(self._executor, self._forward, [j.item for j in live])
+                    results = await loop.run_in_executor(self._executor, self._run_forward, [j.item for j in live])
                     if len(results) != len(live):
                         raise RuntimeError(f"forward returned {len(results)} results for {len(live)} items")
                 except Exception as exc:  # fan the failure out to every waiting request
@@ -108,6 +110,13 @@ class MicroBatcher:
                         if not job.future.done():
                             job.future.set_result(logits)
             self._batch = []
+
+    def _run_forward(self, items: list[Encoded]) -> list[list[float]]:
+        try:
+            return self._forward(items)
+        finally:
+            if self._after_forward is not None:
+                self._after_forward()
 
     async def _collect(self) -> None:
         first = self._carry or await self._queue.get()

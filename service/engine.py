@@ -17,6 +17,7 @@ from service.batcher import MicroBatcher
 from service.cache import CachedScore, MemoryCache, RedisCache, ScoreCache, cache_key
 from service.encoding import Encoded
 from service.errors import InputTooLong, InvalidInput, ModelNotReady, PRMError
+from service.heap import HeapTrimmer
 from service.manifest import PRMManifest
 from service.metrics import Metrics
 from service.rl_reward import reward_items
@@ -70,7 +71,7 @@ class ScoringEngine:
         self.batcher = MicroBatcher(model.forward, max_batch_tokens=settings.max_batch_tokens,
                                     max_batch_size=settings.max_batch_size,
                                     max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
-                                    metrics=self.metrics)
+                                    metrics=self.metrics, after_forward=HeapTrimmer(settings.heap_trim_s))
         self.max_tokens = min(settings.max_tokens, model.manifest.max_tokens)
         self._warm = False
 

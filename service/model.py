@@ -48,6 +48,16 @@ MIN_SHARED_PREFIX = 16  # shorter problem prefixes are not worth a separate pass
 # (benchmarks/bench_pass_size.py, results/pass_size.json): 16 items of 781-1,435 tokens take 32.9 s in one
 # pass, 18.9 s one at a time — bigger CPU passes lose more to attention and cache traffic than they win.
 CPU_PASS_TOKENS = 1024
+# Sequence widths are padded up to a multiple of this. oneDNN compiles (and keeps) kernels per matmul shape:
+# each new token count cost ~2.5 MB of RSS that never came back (SmolLM2-135M bf16, 2-core EPYC, 503 MB for
+# 200 lengths; benchmarks/bench_shapes.py), so a server fed every length grows for a long time. With buckets
+# the shapes are at most max_tokens / 32 (19 MB for the same 200 lengths), for ~16 padded tokens per row.
+SHAPE_BUCKET = 32
+
+
+def bucket(n: int) -> int:
+    """``n`` rounded up to a multiple of ``SHAPE_BUCKET``."""
+    return -(-n // SHAPE_BUCKET) * SHAPE_BUCKET
 
 
 class PRMNetwork(torch.nn.Module):
@@ -217,35 +227,38 @@ class PRMModel:
         return passes
 
     def _forward_padded(self, batch: Sequence[Encoded]) -> list[list[float]]:
-        """Whole items, right-padded, in passes of at most ``pass_tokens``."""
+        """Whole items, right-padded to a shape bucket, in passes of at most ``pass_tokens``.
+
+        No attention mask: under causal attention a real token sees only the tokens before it, which are
+        all real when the padding is on the right; the pad positions' outputs are never read.
+        """
         out: list[list[float]] = [[] for _ in batch]
         for rows in self._passes(batch):
             chunk = [batch[i] for i in rows]
-            width = max(e.n_tokens for e in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)  # (B, T)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, T)
+            ids = torch.full((len(chunk), bucket(max(e.n_tokens for e in chunk))), self.pad_id,
+                             dtype=torch.long)  # (B, T)
             for row, enc in enumerate(chunk):
                 ids[row, : enc.n_tokens] = torch.tensor(enc.input_ids, dtype=torch.long)
-                mask[row, : enc.n_tokens] = 1
-            padded = bool((mask == 0).any())
             with torch.inference_mode():
-                logits = self.network(ids.to(self.device), mask.to(self.device) if padded else None)  # (B, T)
-                logits = logits.float().cpu()
+                logits = self.network(ids.to(self.device)).float().cpu()  # (B, T)
             for row, (i, enc) in enumerate(zip(rows, chunk, strict=True)):
                 out[i] = logits[row, enc.step_end_positions].tolist()
         return out
 
     def _forward_shared(self, prefix: list[int], batch: Sequence[Encoded]) -> list[list[float]]:
         """The prefix once (batch 1), then every item's steps against its KV cache, in passes of at
-        most ``pass_tokens`` (the cache is repeated for a pass of several rows, cropped back after)."""
+        most ``pass_tokens`` (the cache is repeated for a pass of several rows, cropped back after).
+        Widths are padded to shape buckets; the prefix's own padding is cropped from the cache."""
         p = len(prefix)
         out: list[list[float]] = [[] for _ in batch]
         backbone, device = self.network.backbone, self.device
         with torch.inference_mode():
-            cache = backbone(input_ids=torch.tensor([prefix], device=device), use_cache=True).cache
+            padded_prefix = prefix + [self.pad_id] * (bucket(p) - p)  # (see SHAPE_BUCKET); dropped below
+            cache = backbone(input_ids=torch.tensor([padded_prefix], device=device), use_cache=True).cache
+            cache.crop(p - len(padded_prefix))
             for rows in self._passes(batch):
                 chunk = [batch[i] for i in rows]
-                n, width = len(chunk), max(e.n_tokens for e in chunk) - p
+                n, width = len(chunk), bucket(max(e.n_tokens for e in chunk) - p)
                 ids = torch.full((n, width), self.pad_id, dtype=torch.long)  # (N, C)
                 mask = torch.zeros((n, p + width), dtype=torch.long)  # (N, P + C): prefix + own tokens
                 mask[:, :p] = 1

@@ -4,17 +4,21 @@ Stdlib only (no torch, fastapi, pydantic, trainer) so the service's public-test 
 the child side is ``service.sandbox_runner``. ``sandbox_host()`` probes once what this machine provides.
 
 Isolation model, per run (a functional program with all its asserts, or one stdin test):
-* Processes: launcher -> monitor -> candidate (``python -s -P``: ``-I`` minus ``-E``, because the environment
-  is ours, minimal (no caller variables such as API keys) and pins ``PYTHONHASHSEED=0`` so verdicts are
-  reproducible). New session; new PID namespace where possible, with the monitor as its PID 1, so the whole
-  tree dies with it; the group is SIGKILLed at the wall limit and stragglers are swept by uid (``/proc``).
+* Processes: a fork server (``sandbox_runner.zygote``: one pristine ``python -s -P`` per caller process, on
+  the interpreter below, started with our minimal environment; ``-I`` minus ``-E``, because that environment
+  is ours (no caller variables such as API keys) and pins ``PYTHONHASHSEED=0`` so verdicts are reproducible)
+  forks launcher -> monitor -> candidate per run; the candidate runs the payload in that forked interpreter,
+  so no interpreter starts per run and no run sees another's state. New session; new PID namespace where
+  possible, with the monitor as its PID 1, so the whole tree dies with it; the group is SIGKILLed at the
+  wall limit and, where no PID namespace guarantees that, stragglers are swept by uid (``/proc``).
 * Privileges: as root the candidate runs as its own uid from ``SANDBOX_UID_BASE`` .. +``SANDBOX_UID_COUNT``
   (gid = uid, no groups, flock-leased so no two concurrent runs, in any process, share one), so it cannot
   signal the caller, PID 1 or other runs, read their ``/proc`` entries, or share an ``RLIMIT_NPROC`` budget.
   Not root: no uid change; a user namespace is used only to make the network and PID namespaces.
-* Interpreter: the first of the caller's and the system's ``pythonX.Y`` that the sandbox uid can execute (a
-  pyenv under /root is not); if it is not the caller's, the caller's site-packages (same ABI) go on PYTHONPATH,
-  so programs see the same third-party packages (LeetCode references use ``sortedcontainers``).
+* Interpreter: the first of the caller's and the system's ``pythonX.Y`` whose stdlib the sandbox uid can import
+  from (the probe's program imports modules the fork server has not; a pyenv under a 0700 /root fails); if it
+  is not the caller's, the caller's site-packages (same ABI) go on PYTHONPATH, so programs see the same
+  third-party packages (LeetCode references use ``sortedcontainers``).
 * Limits: RLIMIT_AS, CPU, NPROC, FSIZE, NOFILE, CORE=0; stdout+stderr capped (``output_limit``, tree killed).
 * Network: ``NETWORK_ISOLATION == "namespace"``: an empty network namespace (not even loopback). ``"guard"``
   (no namespace could be made): socket creation is patched away in the runner before the program runs, which

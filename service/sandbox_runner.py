@@ -194,7 +194,7 @@ def zygote(sock_fd: int) -> NoReturn:
     and result fds attached, answered with ``{"pid": launcher_pid}`` and a pidfd of the launcher; and
     ``{"op": "reap", "pid": pid}`` (no answer) once the caller has seen the launcher exit, so a launcher's
     pid (its process group id) is never recycled while the caller may still signal it. EOF: the caller is
-    gone, so we exit, and every launcher follows (parent-death signal).
+    gone, so we exit, and every launcher follows (parent-death signal). Needs Linux >= 5.3 (pidfd).
     """
     import socket
 
@@ -205,7 +205,10 @@ def zygote(sock_fd: int) -> NoReturn:
             os._exit(0)
         request = json.loads(msg)
         if request["op"] == "reap":
-            os.waitpid(request["pid"], 0)
+            try:
+                os.waitpid(request["pid"], 0)
+            except ChildProcessError:  # not ours: the caller sent it to the zygote that replaced ours
+                pass
             continue
         pid = os.fork()
         if pid == 0:

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=32, ge=1)
     max_wait_ms: float = Field(default=5.0, ge=0)
     max_queue: int = Field(default=256, ge=1)
+    heap_trim_s: float = Field(default=10.0, ge=0, description="return freed heap pages to the OS at most this "
+                               "often, after a forward pass (glibc malloc_trim; 0: never)")
     # limits per request
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
     max_items: int = Field(default=64, ge=1, description="items per /v1/score batch")

@@ -111,6 +111,15 @@ async def test_results_go_back_to_their_caller(make: Make) -> None:
     assert fake.threads and all(name.startswith("prm-forward") for name in fake.threads)
 
 
+async def test_after_forward_runs_on_the_forward_thread_after_every_pass(make: Make) -> None:
+    seen: list[tuple[str, int]] = []
+    batcher, fake = make(after_forward=lambda: seen.append((threading.current_thread().name, len(fake.batches))))
+    await asyncio.wait_for(batcher.submit(enc(3)), 2)
+    with pytest.raises(RuntimeError):  # also after a failed pass
+        await asyncio.wait_for(batcher.submit(enc(POISON)), 2)
+    assert [n for _, n in seen] == [1, 2] and all(name.startswith("prm-forward") for name, _ in seen)
+
+
 async def test_max_batch_size_is_respected(make: Make) -> None:
     batcher, fake = make(max_batch_size=3)
     first = await plug(batcher, fake)
