@@ -638,6 +638,8 @@ def _end_tree(host: SandboxHost, pid: int, pidfd: int, uid: int | None, *, finis
         pid_namespace = bool(host.unshare_flags & sandbox_runner.CLONE_NEWPID)
         if not (pid_namespace and finished and _exited(pidfd, _GRACE_S)):
             with suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # even before its setsid()
+            with suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             _exited(pidfd, None)
             if uid is not None:
