@@ -11,9 +11,9 @@ Ways, interleaved (``--reps`` rounds; each round runs every way once, in order),
 Each with 1 and with ``--workers`` workers (default: the CPU count), after a warm-up.
 
 ``labelling``: rollouts/s of the label stage's own machinery (``trainer.label.label_candidate`` with the
-stage's executor) on LeetCode references, with a policy that answers instantly by replaying the reference's
-remaining steps, so that the number is the sandbox side of labelling; the policy's generation time (a vLLM
-server in a real run) comes on top. Output: ``results/sandbox.json``.
+stage's executor, ``trainer.execute.rollout_executor``) on LeetCode references, with a policy that answers
+instantly by replaying the reference's remaining steps, so that the number is the sandbox side of labelling;
+the policy's generation time (a vLLM server in a real run) comes on top. Output: ``results/sandbox.json``.
 
     .venv/bin/python -m benchmarks.bench_sandbox
 """
@@ -36,7 +36,7 @@ from service.cof import assistant_prefix
 from service.policy import Generation, GenerationRequest
 from service.sandbox import SandboxJob, TestSpec, network_isolation, run_many
 from trainer.config import ExecuteConfig
-from trainer.execute import pass_flags
+from trainer.execute import rollout_executor
 from trainer.generate import make_candidate, problem_prompt
 from trainer.label import label_candidate, prefix_code
 from trainer.records import Candidate, ExecSummary, Problem, StepLabel
@@ -120,15 +120,9 @@ def labelling(problems: int, workers: int) -> dict[str, Any]:
             pairs.append((problem, candidate.model_copy(update={"exec": done})))
         if len(pairs) == problems:
             break
-    policy, config = ReplayPolicy(pairs), ExecuteConfig(workers=workers)
+    policy, execute = ReplayPolicy(pairs), rollout_executor(ExecuteConfig(workers=workers))
 
     async def run_all() -> list[list[StepLabel]]:
-        sandbox = asyncio.Semaphore(1)  # as label_stage: one batch of rollouts in the sandbox at a time
-
-        async def execute(problem: Problem, codes: Sequence[str]) -> list[bool]:
-            async with sandbox:
-                return await asyncio.to_thread(pass_flags, problem, codes, config)
-
         return await asyncio.gather(*(label_candidate(policy, execute, p, c, rollouts=2, temperature=0.8, top_p=0.95,
                                                       max_tokens=384, seed=0) for p, c in pairs))
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from service.sandbox import Limits, TestSpec, run_tests
@@ -27,3 +28,15 @@ def pass_flags(problem: Problem, codes: Sequence[str], config: ExecuteConfig) ->
     """Whether each program passes all tests; ``config.workers`` sandboxes in parallel."""
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         return [s.passed for s in pool.map(lambda code: execute_candidate(problem, code, config), codes)]
+
+
+def rollout_executor(config: ExecuteConfig) -> Callable[[Problem, Sequence[str]], Awaitable[list[bool]]]:
+    """The label stage's executor (``trainer.label.Executor``): one batch of rollouts in the sandbox at a time,
+    ``config.workers`` processes each, off the event loop."""
+    sandbox = asyncio.Semaphore(1)
+
+    async def execute(problem: Problem, codes: Sequence[str]) -> list[bool]:
+        async with sandbox:
+            return await asyncio.to_thread(pass_flags, problem, codes, config)
+
+    return execute

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from service.policy import OpenAIPolicy, Policy
 from trainer.config import ExecuteConfig, GenerateConfig, LabelConfig
 from trainer.data import assert_no_leak, check_training_source, load_problems, select_problems, split_problems
-from trainer.execute import execute_candidate, pass_flags
+from trainer.execute import execute_candidate, rollout_executor
 from trainer.generate import generate_candidates, make_candidate
 from trainer.label import label_candidate
 from trainer.mutate import mutants as make_mutants
@@ -195,13 +195,7 @@ def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig, *, pol
     train_ids, other_ids = set(problems), {p.id for p in run_problems(run, "meta", "dev")}
     assert_no_leak(train_ids, other_ids, what="meta/dev")
     store = labels_store(run)
-    exec_config = ExecuteConfig(workers=config.workers)
-
-    sandbox = asyncio.Semaphore(1)  # one batch of rollouts in the sandbox at a time, ``workers`` processes each
-
-    async def execute(problem: Problem, codes: Sequence[str]) -> list[bool]:
-        async with sandbox:
-            return await asyncio.to_thread(pass_flags, problem, codes, exec_config)
+    execute = rollout_executor(ExecuteConfig(workers=config.workers))
 
     async def one(policy: Policy, cand: Candidate) -> list[StepLabel]:
         return await label_candidate(policy, execute, problems[cand.problem_id], cand, rollouts=config.rollouts,
