@@ -1,7 +1,8 @@
 """B2: scoring the N candidates of one rerank, three ways side by side, same model and inputs.
 
 * ``naive``: what a user would copy from the authors' evaluation code: one forward pass per step
-  prefix, one candidate at a time (the score of step k is read at the end of prefix k);
+  prefix, one candidate at a time (the score of step k is read at the end of prefix k), on the prefix's
+  exact tokens (no shape-bucket padding: that is the service's, not the user's);
 * ``one_pass``: every candidate in one padded batch, all its steps scored in one pass (separators),
   problem prefix NOT shared (``PRMModel.share_prefix = False``);
 * ``shared``: the service's path: one pass per candidate, and the problem prefix run once for the
@@ -76,8 +77,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     encoded = [model.encode(problem, steps) for steps in cands]
     prefixes = [[model.encode(problem, steps[: k + 1]) for k in range(len(steps))] for steps in cands]
 
-    def naive() -> list[list[float]]:
-        return [[model.forward([enc])[0][-1] for enc in per_cand] for per_cand in prefixes]
+    def naive() -> list[list[float]]:  # the user's loop calls the network on each prefix's exact tokens
+        out: list[list[float]] = []
+        for per_cand in prefixes:
+            row = []
+            for enc in per_cand:
+                with torch.inference_mode():
+                    logits = model.network(torch.tensor([enc.input_ids], device=model.device))  # (1, T)
+                row.append(float(logits[0, enc.step_end_positions[-1]]))
+            out.append(row)
+        return out
 
     def batched(share: bool) -> Callable[[], list[list[float]]]:
         def go() -> list[list[float]]:
