@@ -149,6 +149,14 @@ async def run_level(url: str, pid: int, items: list[dict[str, str]], clients: in
     }
 
 
+def env_setting(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` from the command line."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="B3: concurrent clients against a live server")
     parser.add_argument("--model", choices=["default", "tiny"], default="default",
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--long", type=float, default=300.0, help="seconds for the last level (default 300)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--server-log", type=Path, help="keep the server's log here")
-    parser.add_argument("--server-env", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--server-env", nargs="*", default=[], metavar="KEY=VALUE", type=env_setting,
                         help="more settings for the server, e.g. DREAMPRM_HEAP_TRIM_S=0")
     args = parser.parse_args(argv)
 
@@ -177,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         env = {"DREAMPRM_DTYPE": args.dtype, "DREAMPRM_THREADS": str(os.cpu_count() or 1),
                "DREAMPRM_CACHE_SIZE": "0", "DREAMPRM_REDIS_URL": "", "DREAMPRM_LOG_LEVEL": "WARNING",
                "DREAMPRM_MAX_QUEUE": "1024"}  # queue: 64 clients x up to 16 items
-        env |= dict(kv.split("=", 1) for kv in args.server_env)
+        env |= dict(args.server_env)
         log = args.server_log or tmp / "server.log"
         with live_server_process(checkpoint, log, ready_timeout_s=300, **env) as (url, proc):
             results = []
@@ -189,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     last = results[-1]
     report = {
         "benchmark": "concurrency", "date": now_iso(), "machine": machine, "checkpoint": str(checkpoint),
-        "dtype": args.dtype, "cache": "off", "server_env": args.server_env, "items": len(items), "levels": results,
+        "dtype": args.dtype, "cache": "off", "server_env": [f"{k}={v}" for k, v in args.server_env],
+        "items": len(items), "levels": results,
         "targets": {"clients": last["clients"], "errors": sum(last["errors"].values()),
                     "p99_over_p50": last["p99_over_p50"], "p99_over_p50_max": P99_OVER_P50_MAX,
                     "rss_slope_mb_per_min": last["rss_mb"]["slope_second_half_mb_per_min"],

@@ -14,25 +14,31 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS, machine_info, now_iso, summarize, table, write_json
 
 
+def median_seconds(fn: Callable[[], Any], repeats: int, warm_up: int = 3) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls, after ``warm_up`` untimed ones."""
+    for _ in range(warm_up):
+        fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return summarize(times)["median"]
+
+
 def gflops(m: int, k: int, n: int, dtype: Any, repeats: int) -> dict[str, float]:
     import torch
 
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - started)
-    stats = summarize(times)
-    return {"gflops": 2 * m * k * n / stats["median"] / 1e9, "median_s": stats["median"]}
+    median = median_seconds(lambda: a @ b, repeats)
+    return {"gflops": 2 * m * k * n / median / 1e9, "median_s": median}
 
 
 def attention(queries: int, keys: int, mode: str, dtype: Any, repeats: int) -> dict[str, float]:
@@ -44,17 +50,8 @@ def attention(queries: int, keys: int, mode: str, dtype: Any, repeats: int) -> d
     k, v = torch.randn(1, heads, keys, dim, dtype=dtype), torch.randn(1, heads, keys, dim, dtype=dtype)
     mask = torch.ones(queries, keys, dtype=torch.bool).tril(keys - queries)[None, None] if mode == "masked" else None
 
-    def run() -> Any:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mode == "causal")
-
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    median = summarize(times)["median"]
+    median = median_seconds(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                                    is_causal=mode == "causal"), repeats)
     return {"ms": median * 1000, "gflops": 4 * queries * keys * heads * dim / median / 1e9}
 
 
@@ -63,18 +60,11 @@ def scorer(checkpoint: Path, dtype: str, tokens: int, repeats: int) -> dict[str,
 
     model = PRMModel.load(checkpoint, device="cpu", dtype=dtype)  # type: ignore[arg-type]
     enc = model.encode("x " * (tokens - 40), ["def main():\n    return 1\n"])
-    for _ in range(2):
-        model.forward([enc])
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model.forward([enc])
-        times.append(time.perf_counter() - started)
+    median = median_seconds(lambda: model.forward([enc]), repeats, warm_up=2)
     params = sum(p.numel() for n, p in model.network.named_parameters() if "embed_tokens" not in n)
     cfg = model.network.backbone.config
     attention = 4 * cfg.num_hidden_layers * enc.n_tokens**2 * cfg.hidden_size  # QK^T and AV, causal ~ /2 x 2
     flops = 2 * params * enc.n_tokens + attention
-    median = summarize(times)["median"]
     return {"tokens": enc.n_tokens, "non_embedding_params": params, "gflop_per_pass": flops / 1e9,
             "median_s": median, "gflops": flops / median / 1e9}
 
