@@ -70,19 +70,33 @@ def _counts(spec: str) -> dict[str, int]:
 @app.command()
 def generate(run: RunArg, sets: SetOpt = None,
              data: Annotated[Path, typer.Option(help="problems (training set only)")] = DEFAULT_DATA,
-             problems: Annotated[str, typer.Option(help="problems per split part")] = "train=20,meta=10,dev=10",
+             problems: Annotated[str | None, typer.Option(help="LeetCode problems per split part "
+                                                               "(default train=20,meta=10,dev=10 without --pool)")
+                                 ] = None,
+             pool: Annotated[list[Path] | None, typer.Option(help="a pool of real models' candidates to add "
+                                                                  "(../shared/data/candidates/*.jsonl; repeatable)")
+                             ] = None,
+             eval_pool: Annotated[list[Path] | None, typer.Option(help="a pool whose problems all go to the dev "
+                                                                      "part (kept out of training; repeatable)")
+                                  ] = None,
+             pool_limit: Annotated[int | None, typer.Option(help="pool problems per split part and file")] = None,
              references: Annotated[bool, typer.Option(help="add reference solutions as candidates")] = False,
              mutants: Annotated[int, typer.Option(help="mutants of each reference to add as candidates")] = 0,
              difficulty: Annotated[list[str] | None, typer.Option(help="only problems of this difficulty "
                                                                        "(repeatable: easy, medium, hard)")] = None,
              allow_any_data: Annotated[bool, typer.Option(help="tests only: train on another file")] = False) -> None:
-    """N Chain-of-Function candidates per problem."""
-    from trainer.pipeline import generate_stage, select_split
+    """N Chain-of-Function candidates per problem, and/or real models' candidates from pools."""
+    from trainer.pipeline import generate_stage, import_pools, select_split
 
+    if pool or eval_pool:
+        made = import_pools(run, pool or [], limit=pool_limit, eval_pools=eval_pool or [])
+        typer.echo(f"imported {made} pool candidates")
+        if problems is None:
+            return
     if unknown := sorted({d.lower() for d in difficulty or []} - {"easy", "medium", "hard"}):
         raise typer.BadParameter(f"unknown difficulty {unknown}: use easy, medium or hard")
     s = _settings(run, sets)
-    chosen = select_split(data, _counts(problems), allow_any_source=allow_any_data,  # type: ignore[arg-type]
+    chosen = select_split(data, _counts(problems or "train=20,meta=10,dev=10"), allow_any_source=allow_any_data,  # type: ignore[arg-type]
                           difficulties=difficulty)
     made = generate_stage(run, _config(s, "generate"), chosen, references=references, mutants=mutants)
     typer.echo(f"generated {made} candidates")
@@ -102,7 +116,8 @@ def label(run: RunArg, sets: SetOpt = None) -> None:
     from trainer.pipeline import label_stage
 
     s = _settings(run, sets)
-    typer.echo(f"wrote {label_stage(run, _config(s, 'label'), _config(s, 'generate'))} step labels")
+    generate = _config(s, "generate") if s.get("generate") else None  # a pool-only run needs no policy
+    typer.echo(f"wrote {label_stage(run, _config(s, 'label'), generate)} step labels")
 
 
 @app.command("fit")

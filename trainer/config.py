@@ -77,6 +77,9 @@ class LabelConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1,
                          metadata={"help": "sandbox processes in parallel (default: CPU count)", RESUME_SAFE: True})
     seed: int = field(default=0, metadata={"help": "rollout sampling seed"})
+    pool_labels: Literal["outcome", "rollouts"] = field(default="outcome", metadata={
+        "help": "step labels of real models' pool candidates: outcome (every step gets the program's test "
+                "outcome; no rollouts) or rollouts (MC rollouts from the policy, like our own candidates)"})
 
     def __post_init__(self) -> None:
         _check(self.rollouts >= 1 and self.max_tokens >= 1, "rollouts and max_tokens must be >= 1")
@@ -105,6 +108,9 @@ class FitConfig:
     seed: int = field(default=0, metadata={"help": "seed of init, shuffling and dropout"})
     full_finetune: bool = field(default=False, metadata={"help": "train every backbone weight (needs lora=False); "
                                                                  "neither flag: only the value head trains"})
+    checkpoint_every_s: float = field(default=300.0, metadata={
+        "help": "seconds between saves of the training state (a killed fit resumes from the last; 0: every step)",
+        RESUME_SAFE: True})
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model must be set")
@@ -120,10 +126,10 @@ class FitConfig:
 @dataclass(frozen=True, slots=True)
 class ExportConfig:
     name: str = field(default="dreamprm-code", metadata={"help": "model name written to prm.json"})
-    default_aggregation: Aggregation = field(default="min", metadata={"help": "aggregation the service uses "
-                                                                              "when a request names none"})
-    scorer: Literal["prm_corrected", "prm_uncorrected", "prm_fit"] = field(default="prm_corrected", metadata={
-        "help": "which of the run's checkpoints to export"})
+    default_aggregation: Aggregation | Literal["auto"] = field(default="auto", metadata={
+        "help": "aggregation the service uses when a request names none; auto: the one that wins the evaluation"})
+    scorer: Literal["auto", "prm_corrected", "prm_uncorrected", "prm_fit"] = field(default="auto", metadata={
+        "help": "which of the run's checkpoints to export; auto: the one that wins the evaluation"})
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "name must be set")
@@ -135,6 +141,10 @@ class EvaluateConfig:
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
     aggregations: tuple[Aggregation, ...] = field(default=AGGREGATIONS,
                                                   metadata={"help": "step-score aggregations to compare"})
+    checkpoints: tuple[str, ...] = field(default=(), metadata={
+        "help": "other PRM checkpoint directories to rank side by side with the run's (e.g. the shipped default)"})
+    loglik_model: str = field(default="smollm2", metadata={
+        "help": "base model of the log-likelihood baseline: smollm2, a .gguf or HF dir; empty: no such row"})
 
     def __post_init__(self) -> None:
         _check(self.bootstrap >= 1, "bootstrap must be >= 1")

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from service.model import PRMNetwork
 from trainer.config import FitConfig
 from trainer.meta_correct import LabelledBatch, select_positions
 from trainer.records import Candidate, Problem, StepLabel
+from trainer.resume import Every, load_state, restore_trainable, save_state, trainable_state
 
 logger = logging.getLogger(__name__)
 
@@ -160,10 +162,15 @@ def evaluate_loss(network: torch.nn.Module, examples: Sequence[Example], pad_id:
 
 
 def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], config: FitConfig, *,
-        pad_id: int, targets: torch.Tensor | None = None,
-        weights: torch.Tensor | None = None) -> list[dict[str, float]]:
+        pad_id: int, targets: torch.Tensor | None = None, weights: torch.Tensor | None = None,
+        resume_dir: Path | None = None) -> list[dict[str, float]]:
     """Train ``network`` in place; ``targets``/``weights`` (by sample id) override the example labels
-    (corrected labels from meta correction). Runs under ``accelerate`` (one or several processes)."""
+    (corrected labels from meta correction). Runs under ``accelerate`` (one or several processes).
+
+    With ``resume_dir``, the training state is saved there every ``config.checkpoint_every_s`` seconds (at
+    optimizer-step boundaries) and a later call resumes from it: the same data order (one seeded shuffle per
+    epoch), optimizer and RNG, so an interrupted fit ends where an uninterrupted one would.
+    """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -173,17 +180,36 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.grad_accum,
                               mixed_precision="bf16" if config.bf16 and _bf16_ok() else "no")
+    state = load_state(resume_dir)
+    if state is not None:
+        restore_trainable(network, state["trainable"])
     params = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    loader = torch.utils.data.DataLoader(list(train), batch_size=config.batch_size, shuffle=True,
-                                         collate_fn=lambda xs: collate(xs, pad_id),
-                                         generator=torch.Generator().manual_seed(config.seed))
-    model, optimizer, loader = accelerator.prepare(network, optimizer, loader)
+    model, optimizer = accelerator.prepare(network, optimizer)
     history: list[dict[str, float]] = []
     step, tokens, train_s = 0, 0, 0.0  # real (unpadded) tokens trained on, time in training steps
-    for epoch in range(config.epochs):
+    first_epoch, skip = 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        history, step, tokens, train_s = state["history"], state["step"], state["tokens"], state["train_s"]
+        first_epoch, skip = state["epoch"], state["batches"]
+    save_due = Every(config.checkpoint_every_s)
+
+    def save(epoch: int, batches: int) -> None:
+        if resume_dir is not None and accelerator.is_main_process:
+            save_state(resume_dir, {"trainable": trainable_state(accelerator.unwrap_model(model)),
+                                    "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                                    "history": history, "step": step, "tokens": tokens, "train_s": train_s,
+                                    "epoch": epoch, "batches": batches})
+
+    for epoch in range(first_epoch, config.epochs):
         model.train()
-        for batch in loader:
+        loader = accelerator.prepare(torch.utils.data.DataLoader(
+            list(train), batch_size=config.batch_size, shuffle=True, collate_fn=lambda xs: collate(xs, pad_id),
+            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)))
+        batches = skip if epoch == first_epoch else 0
+        for batch in (accelerator.skip_first_batches(loader, batches) if batches else loader):
             started = time.perf_counter()
             batch = batch.to(accelerator.device)
             tokens += int(batch.inputs["attention_mask"].sum())
@@ -196,16 +222,20 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
                 optimizer.step()
                 optimizer.zero_grad()
             train_s += time.perf_counter() - started
+            batches += 1
             if accelerator.sync_gradients:
                 step += 1
                 history.append({"epoch": float(epoch), "step": float(step), "train_loss": loss.item()})
                 if config.eval_every and step % config.eval_every == 0:
                     history[-1]["dev_loss"] = evaluate_loss(model, dev, pad_id, device=accelerator.device)
                     model.train()
+                if save_due():
+                    save(epoch, batches)
         history.append({"epoch": float(epoch), "step": float(step),
                         "dev_loss": evaluate_loss(model, dev, pad_id, device=accelerator.device),
                         "train_tokens": float(tokens), "train_tokens_per_s": tokens / max(train_s, 1e-9)})
         logger.info("epoch %d: %s", epoch, history[-1])
+        save(epoch + 1, 0)
     accelerator.wait_for_everyone()
     network.load_state_dict(accelerator.unwrap_model(model).state_dict())
     return history

@@ -128,6 +128,27 @@ def generate_stage(run: Path, config: GenerateConfig, problems: Sequence[RunProb
         return st.manifest.counts.get("candidates", 0)
 
 
+def import_pools(run: Path, pools: Sequence[Path], *, limit: int | None = None,
+                 eval_pools: Sequence[Path] = ()) -> int:
+    """Real models' candidates (``trainer.pools``) into the run: their problems with the hash split's part
+    (``eval_pools``: all in dev), their candidates as provenance ``pool``. Idempotent: a rerun adds nothing
+    twice. ``execute`` grades them."""
+    from trainer.pools import load_pools
+
+    loaded = load_pools(pools, limit=limit) + load_pools(eval_pools, limit=limit, eval_only=True)
+    # a problem already in dev must not come back as training data (nor a dev one as a training problem)
+    assert_no_leak({p.id for part, p, _ in loaded if part != "dev"},
+                   {r.problem.id for r in problems_store(run).read() if r.part == "dev"})
+    assert_no_leak({p.id for part, p, _ in loaded if part == "dev"},
+                   {r.problem.id for r in problems_store(run).read() if r.part != "dev"})
+    problems_store(run).append(RunProblem(part=part, problem=problem) for part, problem, _ in loaded)
+    with stage(run / "generate" / "pools", "import-pools", {"pools": [str(p) for p in pools], "limit": limit,
+                                                                 "eval_pools": [str(p) for p in eval_pools]},
+               allow_config_change=True) as st:  # additive and idempotent: another pool may join later
+        st.count("candidates", candidates_store(run).append(c for _, _, cands in loaded for c in cands))
+        return st.manifest.counts.get("candidates", 0)
+
+
 def _in_flight(config: GenerateConfig, samples_per_item: int) -> int:
     """Items (problems, or candidates being labelled) in flight: enough to keep ``concurrency`` policy
     requests busy on a server; one at a time for an in-process backend."""
@@ -172,6 +193,9 @@ def execute_stage(run: Path, config: ExecuteConfig) -> int:
         todo = [c for c in candidates_store(run).read() if (c.problem_id, c.candidate_id) not in done]
         def run(cand: Candidate) -> ExecRecord:
             summary = execute_candidate(problems[cand.problem_id], cand.code, config)
+            if summary.error_kind == "sandbox_error":  # the machine's fault, not the candidate's: never recorded
+                raise RuntimeError(f"the sandbox failed on {cand.problem_id}/{cand.candidate_id}; fix it and rerun "
+                                   "(what was executed is kept)")
             return ExecRecord(problem_id=cand.problem_id, candidate_id=cand.candidate_id, exec=summary)
 
         with ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="execute") as pool:
@@ -189,8 +213,10 @@ def executed_candidates(run: Path, *parts: Part) -> list[Candidate]:
             if c.problem_id in ids and (c.problem_id, c.candidate_id) in execs]
 
 
-def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig, *, policy: Policy | None = None) -> int:
-    """MC step labels for the executed candidates of the train part (the inner data)."""
+def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig | None, *,
+                policy: Policy | None = None) -> int:
+    """Step labels for the executed candidates of the train part (the inner data): MC rollouts from the policy
+    (``generate``), or for pool candidates their outcome (``config.pool_labels``)."""
     problems = {p.id: p for p in run_problems(run, "train")}
     train_ids, other_ids = set(problems), {p.id for p in run_problems(run, "meta", "dev")}
     assert_no_leak(train_ids, other_ids, what="meta/dev")
@@ -206,6 +232,16 @@ def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig, *, pol
     with stage(run / "label", "label", config, [exec_store(run).path]) as st:
         done = {(k[0], k[1]) for k in store.keys()}
         todo = [c for c in executed_candidates(run, "train") if (c.problem_id, c.candidate_id) not in done]
+        if config.pool_labels == "outcome":  # no policy can continue a strong model's prefix: its outcome
+            pool = [c for c in todo if c.provenance == "pool"]
+            st.count("labels", store.append(lb for c in pool for lb in outcome_labels(c)))
+            st.save()
+            todo = [c for c in todo if c.provenance != "pool"]
+            if not todo:
+                return st.manifest.counts.get("labels", 0)
+        if generate is None:
+            raise ValueError(f"{len(todo)} candidates need rollouts from a policy: set the generate section "
+                             "(--set generate.model=... generate.backend=...)")
 
         def save(labels: list[StepLabel]) -> None:
             st.count("labels", store.append(labels))
@@ -221,18 +257,21 @@ def label_table(run: Path, sub: str = "label") -> dict[tuple[str, str, int], Ste
     return {(lb.problem_id, lb.candidate_id, lb.step_index): lb for lb in labels_store(run, sub).read()}
 
 
+def outcome_labels(c: Candidate) -> list[StepLabel]:
+    """Every step labelled with the candidate's own test outcome (the final one is clean, the others noisy:
+    a failing program's early functions may be right; meta correction learns which)."""
+    if not c.steps or c.exec is None:
+        return []
+    passed = int(c.exec.passed)
+    return [StepLabel(problem_id=c.problem_id, candidate_id=c.candidate_id, step_index=s.index,
+                      mc_label=float(passed), n_rollouts=1, n_pass=passed, final=s.index == len(c.steps) - 1)
+            for s in c.steps]
+
+
 def final_labels(candidates: Sequence[Candidate]) -> dict[tuple[str, str, int], StepLabel]:
-    """Clean labels from the candidates' own test outcomes, at their last step (the meta set)."""
-    out: dict[tuple[str, str, int], StepLabel] = {}
-    for c in candidates:
-        if not c.steps or c.exec is None:
-            continue
-        passed = int(c.exec.passed)
-        for s in c.steps:  # every key present, so encoding keeps the candidate; only the last is used
-            out[(c.problem_id, c.candidate_id, s.index)] = StepLabel(
-                problem_id=c.problem_id, candidate_id=c.candidate_id, step_index=s.index, mc_label=float(passed),
-                n_rollouts=1, n_pass=passed, final=s.index == len(c.steps) - 1)
-    return out
+    """Clean labels from the candidates' own test outcomes, at their last step (the meta set); every key is
+    present, so encoding keeps the candidate, and only the last is used."""
+    return {(lb.problem_id, lb.candidate_id, lb.step_index): lb for c in candidates for lb in outcome_labels(c)}
 
 
 def describe(run: Path) -> dict[str, Any]:
@@ -257,7 +296,9 @@ def describe(run: Path) -> dict[str, Any]:
         histogram[f"{n_pass}/{n}"] = histogram.get(f"{n_pass}/{n}", 0) + 1
     labels = list(label_table(run).values())
     prefix = [lb.mc_label for lb in labels if not lb.final]
-    return {"problems": parts, "candidates": len(cands),
+    from trainer.pools import pool_summary
+
+    return {"problems": parts, "candidates": len(cands), "pool_by_model": pool_summary(cands),
             "candidates_passed": sum(1 for c in cands if c.exec and c.exec.passed),
             "by_provenance": by_source, "policy_passes_per_problem": dict(sorted(histogram.items())),
             "step_labels": len(labels),

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from service.aggregate import AGGREGATIONS
+from service.aggregate import AGGREGATIONS, Aggregation
 from service.errors import InputTooLong
 from service.manifest import ADAPTER_FILE, HEAD_FILE, BaseModelSpec, read_manifest
 from service.model import PRMModel, PRMNetwork, base_sha256
@@ -25,6 +25,7 @@ from trainer.meta_correct import CorrectConfig, correct_labels, fit_plain, meta_
 from trainer.pipeline import describe, executed_candidates, final_labels, label_table, labels_store, run_problems
 from trainer.records import Candidate, StepLabel
 from trainer.report import write_report
+from trainer.resume import clear_state
 from trainer.runs import atomic_write_text, stage, stage_seconds
 
 logger = logging.getLogger(__name__)
@@ -72,10 +73,11 @@ def fit_stage(run: Path, config: FitConfig) -> list[dict[str, float]]:
         model = init_prm(config.model, max_tokens=config.serve_max_tokens, seed=config.seed)
         train, _, meta = _examples(run, model, config.max_tokens)
         network = prepare_trainable(model.network, config, model.separator_id)
-        history = fit(network, train, meta, config, pad_id=model.pad_id)
+        history = fit(network, train, meta, config, pad_id=model.pad_id, resume_dir=run / "fit")
         atomic_write_text(run / "fit" / "history.json", json.dumps(history, indent=1))
         _save(model, run / "fit" / "checkpoint", {"stage": "fit", **config_to_dict(config)}, run,
               weights=_weights(config))
+        clear_state(run / "fit")
         st.count("examples", len(train))
         return history
 
@@ -169,26 +171,49 @@ def _save(model: PRMModel, out: Path, training: dict[str, Any], run: Path, *, we
 
 
 def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> dict[str, Any]:
-    """Best-of-N on the dev part with every checkpoint the run has; writes RUN/evaluate/."""
+    """Best-of-N on the dev part with every checkpoint the run has (and ``config.checkpoints``): the LeetCode
+    report (RUN/evaluate/eval.*) and the verifier report with baselines, pools within one model
+    (RUN/evaluate/verify.*)."""
+    from trainer.verify import baseline_scores, loglik_scores, prm_scores, verify_report, write_verify
+
     with stage(run / "evaluate", "evaluate", config) as st:
         cands = executed_candidates(run, "dev")
         problems = {p.id: p for p in run_problems(run, "dev")}
         scorers = {name: run / rel for name, rel in SCORERS.items() if (run / rel / "prm.json").is_file()}
+        scorers |= {Path(c).name: Path(c) for c in config.checkpoints}
         logits = {name: _score_all(PRMModel.load(path, device="cpu", dtype="float32"), problems, cands)
                   for name, path in scorers.items()}
-        evals = [EvalCandidate(problem_id=c.problem_id, candidate_id=c.candidate_id,
-                               passed=bool(c.exec and c.exec.passed), difficulty=problems[c.problem_id].difficulty,
-                               step_logits={n: logits[n][i] for n in scorers})
-                 for i, c in enumerate(cands)]
-        aggregations = config.aggregations or AGGREGATIONS
-        baselines = (["last"] if "last" in aggregations else []) + \
-            (["prm_uncorrected"] if "prm_uncorrected" in scorers else [])
-        report = evaluate(evals, scorers=list(scorers), aggregations=aggregations,
-                          baselines=baselines, bootstrap=config.bootstrap, seed=config.seed,
-                          metadata={"policy": policy_name, "split": "dev", "run": str(run)})
-        write_report(report, run / "evaluate")
-        st.count("candidates", len(evals))
-        return report.to_dict()
+        own = [i for i, c in enumerate(cands) if c.provenance != "pool"]
+        report: dict[str, Any] = {}
+        if own and scorers:
+            report = _leetcode_report(run, config, [cands[i] for i in own], problems,
+                                      {n: [v[i] for i in own] for n, v in logits.items()}, policy_name)
+        scores = baseline_scores(cands)
+        if config.loglik_model:
+            scores["loglik"] = loglik_scores(config.loglik_model, problems, cands)
+        for name, values in logits.items():
+            scores |= prm_scores(name, values, cands)
+        reports = verify_report(cands, scores, reference="loglik" if config.loglik_model else "longest",
+                                bootstrap=config.bootstrap, seed=config.seed)
+        write_verify(run / "evaluate", reports, {"scorers": {n: str(p) for n, p in scorers.items()}})
+        st.count("candidates", len(cands))
+        return {**report, "verify": [r.to_dict() for r in reports]}
+
+
+def _leetcode_report(run: Path, config: EvaluateConfig, cands: list[Candidate], problems: dict[str, Any],
+                     logits: dict[str, list[list[float]]], policy_name: str) -> dict[str, Any]:
+    evals = [EvalCandidate(problem_id=c.problem_id, candidate_id=c.candidate_id,
+                           passed=bool(c.exec and c.exec.passed), difficulty=problems[c.problem_id].difficulty,
+                           step_logits={n: logits[n][i] for n in logits}, step_kinds=[s.kind for s in c.steps])
+             for i, c in enumerate(cands)]
+    aggregations = config.aggregations or AGGREGATIONS
+    baselines = (["last"] if "last" in aggregations else []) + \
+        (["prm_uncorrected"] if "prm_uncorrected" in logits else [])
+    report = evaluate(evals, scorers=list(logits), aggregations=aggregations, baselines=baselines,
+                      bootstrap=config.bootstrap, seed=config.seed,
+                      metadata={"policy": policy_name, "split": "dev", "run": str(run)})
+    write_report(report, run / "evaluate")
+    return report.to_dict()
 
 
 def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]) -> list[list[float]]:
@@ -217,13 +242,14 @@ def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]
 
 
 def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
-    """The product checkpoint: the chosen PRM (``config.scorer``, the corrected one by default), renamed,
+    """The product checkpoint: the chosen PRM (``config.scorer``; auto: the evaluation's winner), renamed,
     with the evaluation in its model card. An adapter checkpoint is copied, tensors unchanged."""
     with stage(run / "export", "export", config):
-        source = run / SCORERS[config.scorer]
+        scorer, aggregation = _choose(run, config)
+        source = run / SCORERS[scorer]
         manifest = read_manifest(source)
-        eval_md_path = run / "evaluate" / "eval.md"
-        eval_md = eval_md_path.read_text() if eval_md_path.is_file() else None
+        parts = [run / "evaluate" / "verify.md", run / "evaluate" / "eval.md"]
+        eval_md = "\n".join(p.read_text() for p in parts if p.is_file()) or None
         eval_json = run / "evaluate" / "eval.json"
         metrics = json.loads(eval_json.read_text()) if eval_json.is_file() else {}
         card = model_card(name=config.name, base_model=manifest.base_model, training=manifest.training,
@@ -231,13 +257,13 @@ def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
         plots = sorted((run / "evaluate").glob("*.png"))  # the card's figures
         if manifest.weights == "adapter":
             copy_adapter_checkpoint(source, out, manifest.model_copy(update={
-                "name": config.name, "default_aggregation": config.default_aggregation,
+                "name": config.name, "default_aggregation": aggregation,
                 "metrics": _headline(metrics)}), card=card, files=plots)
         else:
             model = PRMModel.load(source, device="cpu", dtype="float32")
             export_checkpoint(model.network, model.tokenizer, out, name=config.name,
                               base_model=manifest.base_model, max_tokens=model.max_tokens,
-                              default_aggregation=config.default_aggregation, training=manifest.training,
+                              default_aggregation=aggregation, training=manifest.training,
                               metrics=_headline(metrics), card=card)
             for plot in plots:
                 shutil.copyfile(plot, out / plot.name)
@@ -246,6 +272,23 @@ def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
                       trl_rows(problems, executed_candidates(run, "train"), label_table(run)))
         logger.info("exported %s and %d TRL rows", out, n)
         return out
+
+
+def _choose(run: Path, config: ExportConfig) -> tuple[str, Aggregation]:
+    """The scorer and default aggregation to ship: as configured, or (``auto``) the evaluation's winner."""
+    from trainer.verify import winner
+
+    scorer, aggregation = config.scorer, config.default_aggregation
+    if "auto" in (scorer, aggregation):
+        path = run / "evaluate" / "verify.json"
+        if not path.is_file():
+            raise ValueError("export.scorer/default_aggregation auto need the evaluation: run evaluate first")
+        present = [s for s in SCORERS if (run / SCORERS[s] / "prm.json").is_file() and scorer in ("auto", s)]
+        best_scorer, best_agg, why = winner(json.loads(path.read_text()), present)
+        logger.info("export: %s/%s (%s)", best_scorer, best_agg, why)
+        scorer = best_scorer if scorer == "auto" else scorer
+        aggregation = best_agg if aggregation == "auto" else aggregation  # type: ignore[assignment]
+    return scorer, aggregation  # type: ignore[return-value]
 
 
 STAGES = ("generate", "execute", "label", "fit", "correct", "evaluate")

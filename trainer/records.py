@@ -69,7 +69,7 @@ class ExecSummary(BaseModel):
     seconds: float
 
 
-Provenance = Literal["policy", "reference", "mutant"]
+Provenance = Literal["policy", "reference", "mutant", "pool"]
 
 
 class Candidate(BaseModel):
@@ -78,6 +78,8 @@ class Candidate(BaseModel):
     policy: str
     prompt_template: str
     provenance: Provenance = "policy"
+    model: str | None = None  # who wrote a pool candidate (e.g. gpt-4): within-model evaluation groups by it
+    method: str | None = None  # its prompting strategy (pool candidates)
     code: str
     parsed: bool = True
     steps: list[StepRecord]

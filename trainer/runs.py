@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -254,6 +255,7 @@ class RunAttempt(BaseModel):
     inputs: list[InputFile] = Field(default_factory=list)
     code_version: str
     host: HostInfo
+    peak_rss_mb: float | None = None  # the process's peak resident memory when the attempt ended (or was saved)
 
 
 class RunManifest(RunAttempt):
@@ -271,6 +273,11 @@ class RunManifest(RunAttempt):
         atomic_write_text(Path(out_dir) / MANIFEST_FILE, self.model_dump_json(indent=2) + "\n")
 
 
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 class ConfigChangedError(ValueError):
     """A stage resumed with a config that changes its outputs."""
 
@@ -286,6 +293,7 @@ class StageRun:
         self.manifest.counts[name] = self.manifest.counts.get(name, 0) + n
 
     def save(self) -> None:
+        self.manifest.peak_rss_mb = peak_rss_mb()
         self.manifest.write(self.out_dir)
 
     def finish(self, status: Status, error: str | None = None) -> None:

@@ -89,10 +89,13 @@ def test_fit_correct_evaluate_export(run: Path, tiny_checkpoint: Path, tmp_path:
     assert set(losses) == {"corrected", "uncorrected"}
     corrected = [json.loads(line) for line in (run / "correct" / "labels.jsonl").read_text().splitlines()]
     assert corrected and all(0.0 <= r["corrected"] <= 1.0 for r in corrected)
-    report = evaluate_stage(run, EvaluateConfig(bootstrap=50), policy_name="fake-policy")
+    report = evaluate_stage(run, EvaluateConfig(bootstrap=50, loglik_model=""), policy_name="fake-policy")
     assert report["n_problems"] == 3
     written = {p.name for p in (run / "evaluate").iterdir()}
-    assert {"eval.json", "eval.md", "calibration.png", "best_of_n.png"} <= written
+    assert {"eval.json", "eval.md", "calibration.png", "best_of_n.png", "verify.json", "verify.md"} <= written
+    verify = report["verify"][0]
+    assert verify["reference"] == "longest" and {r["scorer"] for r in verify["rows"]} >= {
+        "random", "oracle", "longest", "shortest", "prm_corrected/min", "prm_fit/min+context"}
     out = export_stage(run, ExportConfig(name="test-prm"), tmp_path / "exported")
     served = PRMModel.load(out, device="cpu", dtype="float32")
     assert served.name == "test-prm" and "Evaluation" in (out / "MODEL_CARD.md").read_text()
@@ -167,7 +170,8 @@ def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path) ->
 
     correct_stage(work, fit_cfg, CorrectConfig(iterations=2, batch_size=2, meta_batch_size=2, lr=5e-3,
                                                warm_start=True))
-    evaluate_stage(work, EvaluateConfig(bootstrap=20), policy_name="fake-policy")
+    report = evaluate_stage(work, EvaluateConfig(bootstrap=20, loglik_model=str(base)), policy_name="fake-policy")
+    assert report["verify"][0]["reference"] == "loglik"  # the untrained base model's likelihood row
     out = export_stage(work, ExportConfig(name="adapter-prm"), tmp_path / "exported")
     assert {p.name for p in out.iterdir()} == {"prm.json", "adapter.safetensors", "head.safetensors", "MODEL_CARD.md",
                                                "best_of_n.png", "calibration.png"}

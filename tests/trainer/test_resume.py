@@ -1,0 +1,37 @@
+"""A fit killed with SIGKILL resumes from its last saved state and ends where an uninterrupted fit ends."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.trainer.resume_fit import train
+from trainer.resume import RESUME_FILE
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_fit_resumes_after_kill_9(tmp_path: Path) -> None:
+    reference = train(None)
+    for kill_after in (3, 5):  # killed twice: mid-epoch, then again after resuming
+        proc = subprocess.run([sys.executable, "-m", "tests.trainer.resume_fit", str(tmp_path), str(kill_after)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        assert (tmp_path / RESUME_FILE).is_file()
+    resumed = train(tmp_path)
+    assert resumed.keys() == reference.keys()
+    for name, value in reference.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_state_of_another_model_is_refused(tmp_path: Path) -> None:
+    from trainer.resume import restore_trainable
+
+    with pytest.raises(ValueError, match=r"resume\.pt"):
+        restore_trainable(torch.nn.Linear(2, 2), {"nope": torch.zeros(1)})

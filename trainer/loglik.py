@@ -1,0 +1,33 @@
+"""The untrained baseline of issue 12: the base model's mean token log-likelihood of a program given its problem.
+
+A verifier must beat it: a model that only prefers fluent, likely code is no verifier. The text is the PRM's
+own template without separators (``service.encoding`` headers), so the baseline sees what the PRM sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from service.encoding import PROBLEM_HEADER, SOLUTION_HEADER
+
+
+@torch.inference_mode()
+def mean_loglik(model: torch.nn.Module, tokenizer: object, problem: str, codes: Sequence[str], *,
+                max_tokens: int = 2048) -> list[float]:
+    """Mean log p(code token | problem, earlier code) per program (the problem's head is cut when too long)."""
+    encode = tokenizer.encode  # type: ignore[attr-defined]
+    prefix = encode(PROBLEM_HEADER + problem + SOLUTION_HEADER, add_special_tokens=False)
+    out: list[float] = []
+    for code in codes:
+        code_ids = encode(code, add_special_tokens=False)[: max_tokens - 1]
+        if not code_ids:
+            out.append(float("-inf"))
+            continue
+        keep = max(1, max_tokens - len(code_ids))
+        ids = torch.tensor([prefix[-keep:] + code_ids])  # (1, T)
+        logits = model(input_ids=ids).logits[0, -len(code_ids) - 1:-1].float()  # (C, V): predicts each code token
+        logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(code_ids)[:, None])  # (C, 1)
+        out.append(float(logp.mean()))
+    return out

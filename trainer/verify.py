@@ -1,0 +1,120 @@
+"""Stage ``evaluate``'s verifier report (issue 12): every PRM of the run, side by side with the baselines, on
+the dev part's real candidates (pools: mixed models and within one model) and on the LeetCode dev candidates.
+
+Rows: random pick, oracle, longest and shortest program, the base model's mean token log-likelihood (no
+training), and each PRM at each aggregation — with context steps left out of the aggregate (the service's rule)
+and, for comparison, with them in. Writes ``RUN/evaluate/verify.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from service.aggregate import AGGREGATIONS, aggregate
+from trainer.ranking import Ranked, RankingReport, rank_report, report_markdown
+from trainer.records import Candidate, Problem
+from trainer.runs import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ("random", "oracle", "longest", "shortest")
+DESCRIPTIONS = {"random": "constant score: ties averaged", "oracle": "the test outcome itself",
+                "longest": "most characters", "shortest": "fewest characters",
+                "loglik": "base model's mean token log-likelihood, untrained"}
+UNSCORED = -1.0  # a candidate the PRM cannot score ranks below every probability (as in the service)
+
+
+def prm_scores(name: str, step_logits: Sequence[Sequence[float]], cands: Sequence[Candidate]
+               ) -> dict[str, list[float]]:
+    """Scorer rows of one PRM: each aggregation (context steps out), and ``min`` with context steps in."""
+    rows: dict[str, list[float]] = {f"{name}/{a}": [] for a in AGGREGATIONS}
+    rows[f"{name}/min+context"] = []
+    for logits, c in zip(step_logits, cands, strict=True):
+        agg = aggregate(logits, [s.kind for s in c.steps]) if logits else None
+        for a in AGGREGATIONS:
+            rows[f"{name}/{a}"].append(agg[a] if agg else UNSCORED)
+        rows[f"{name}/min+context"].append(aggregate(logits)["min"] if logits else UNSCORED)
+    return rows
+
+
+def baseline_scores(cands: Sequence[Candidate]) -> dict[str, list[float]]:
+    return {"random": [0.0] * len(cands), "oracle": [float(bool(c.exec and c.exec.passed)) for c in cands],
+            "longest": [float(len(c.code)) for c in cands], "shortest": [-float(len(c.code)) for c in cands]}
+
+
+def loglik_scores(source: str, problems: Mapping[str, Problem], cands: Sequence[Candidate]) -> list[float]:
+    """The base model's mean token log-likelihood of each candidate (``source``: ``smollm2`` or a path)."""
+    import torch
+
+    from service.local_policy import load_causal_lm, smollm2_gguf
+    from trainer.loglik import mean_loglik
+
+    model, tokenizer = load_causal_lm(smollm2_gguf() if source == "smollm2" else Path(source), dtype=torch.bfloat16)
+    by_problem: dict[str, list[int]] = {}
+    for i, c in enumerate(cands):
+        by_problem.setdefault(c.problem_id, []).append(i)
+    out = [0.0] * len(cands)
+    for pid, idx in by_problem.items():
+        for i, value in zip(idx, mean_loglik(model, tokenizer, problems[pid].prompt, [cands[i].code for i in idx]),
+                            strict=True):
+            out[i] = value
+    return out
+
+
+def sections(cands: Sequence[Candidate]) -> dict[str, tuple[list[int], bool]]:
+    """Report name -> (candidate indices, group within one model)."""
+    pools = [i for i, c in enumerate(cands) if c.provenance == "pool"]
+    own = [i for i, c in enumerate(cands) if c.provenance != "pool"]
+    out: dict[str, tuple[list[int], bool]] = {}
+    if pools:
+        out["pools, within one model"] = (pools, True)
+        for source in sorted({cands[i].problem_id.split("/")[0] for i in pools}):
+            idx = [i for i in pools if cands[i].problem_id.split("/")[0] == source]
+            out[f"{source} pool, within one model"] = (idx, True)
+            out[f"{source} pool, models mixed"] = (idx, False)
+    if own:
+        out["LeetCode dev (policy samples, references, mutants)"] = (own, False)
+    return out
+
+
+def verify_report(cands: Sequence[Candidate], scores: Mapping[str, Sequence[float]], *, reference: str,
+                  bootstrap: int, seed: int) -> list[RankingReport]:
+    reports = []
+    for name, (idx, within_model) in sections(cands).items():
+        items = [Ranked(group=f"{cands[i].problem_id}|{cands[i].model}" if within_model else cands[i].problem_id,
+                        candidate_id=cands[i].candidate_id, passed=bool(cands[i].exec and cands[i].exec.passed),
+                        scores={s: v[i] for s, v in scores.items()}) for i in idx]
+        reports.append(rank_report(items, list(scores), name=name, reference=reference, bootstrap=bootstrap,
+                                   seed=seed))
+    return reports
+
+
+def write_verify(out: Path, reports: Sequence[RankingReport], extra: Mapping[str, Any]) -> None:
+    atomic_write_text(out / "verify.json", json.dumps({"reports": [r.to_dict() for r in reports], **extra},
+                                                      indent=1))
+    intro = ("# Verifier report\n\nDoes the score pick a passing candidate? Every row ranks the same candidates; "
+             "`+context` keeps preamble/epilogue steps in the aggregate (the service leaves them out).\n\n")
+    atomic_write_text(out / "verify.md", intro + report_markdown(reports, DESCRIPTIONS))
+
+
+def winner(verify: Mapping[str, Any], candidates: Sequence[str]) -> tuple[str, str, str]:
+    """(scorer, aggregation, why) of the PRM row with the most random→oracle gap closed in the first report
+    (real pools within one model when the run has them), mean within-group AUROC breaking ties. Only rows
+    ``{scorer}/{aggregation}`` of the given ``candidates`` scorers compete (context-in rows do not)."""
+    report = verify["reports"][0]
+    best: tuple[float, float, str] | None = None
+    for row in report["rows"]:
+        scorer, _, agg = row["scorer"].partition("/")
+        if scorer not in candidates or agg not in AGGREGATIONS:
+            continue
+        key = (row["gap_closed"]["value"] or float("-inf"), row["within_auroc"]["value"] or 0.0, row["scorer"])
+        best = key if best is None or key[:2] > best[:2] else best
+    if best is None:
+        raise ValueError(f"the evaluation has no row of {list(candidates)}: run evaluate first")
+    scorer, _, agg = best[2].partition("/")
+    return scorer, agg, (f"best gap closed on dev ({report['name']}): {100 * best[0]:.1f} %, within-group AUROC "
+                         f"{best[1]:.3f}")
