@@ -220,14 +220,15 @@ def _foreign(cls: type[ForeignPRM], found: Detected, backbone: Any, head: torch.
     config = backbone.config
     hidden = int(config.hidden_size)
     positions = int(getattr(config, "max_position_embeddings", 0) or 32768)
-    manifest = PRMManifest(name=found.path.name, base_model=BaseModelSpec(id=str(
-        found.base or getattr(config, "_name_or_path", "") or found.path.name)),
+    base_id = str(found.base) if found.base is not None else str(getattr(config, "_name_or_path", "") or "")
+    manifest = PRMManifest(name=found.path.name, base_model=BaseModelSpec(id=base_id or found.path.name),
         head=HeadSpec(in_features=hidden), dtype=str(opts.dtype).removeprefix("torch."),
         default_aggregation=aggregation, max_tokens=min(positions, 32768),  # type: ignore[arg-type]
         training={"format": found.format})
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return cls(PRMNetwork(backbone, head), tokenizer, manifest, fmt=found.format, template=template,
-               encoder=encoder, revision=_revision(found, options), pad_id=int(pad or 0), **kwargs)
+    # PRMNetwork types its head as our Linear(hidden, 1); any module mapping (..., H) to (..., 1) serves
+    return cls(PRMNetwork(backbone, cast(torch.nn.Linear, head)), tokenizer, manifest, fmt=found.format,
+               template=template, encoder=encoder, revision=_revision(found, options), pad_id=int(pad or 0), **kwargs)
 
 
 def _revision(found: Detected, options: dict[str, Any]) -> str:
