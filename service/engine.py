@@ -145,7 +145,9 @@ class ScoringEngine:
         self.metrics.cache.labels(self.cache.backend, "hit" if hit else "miss").inc()
         scored = hit
         if scored is None:
-            encode = self.model.encode_prefixes if prep.prefixes else self.model.encode  # type: ignore[attr-defined]
+            encode = self.model.encode
+            if prep.prefixes and isinstance(self.model, OutcomeModel):
+                encode = self.model.encode_prefixes  # an ORM, asked for every prefix's score
             enc = await asyncio.to_thread(encode, item.problem, texts, self.max_tokens)
             logits = await self.batcher.submit(enc)
             scored = CachedScore(logits, enc.truncated, enc.n_tokens, outcome=self._outcome and not prep.prefixes)

@@ -25,8 +25,10 @@ from transformers import (
 from typer.testing import CliRunner
 
 from service.app import create_app
+from service.checkpoints.load import load_scorer
 from service.cli import app as cli
 from service.settings import Settings
+from service.steps import split_steps
 from tests import tiny_formats
 
 PROBLEM = "Given two integers a and b on one line, print their sum."
@@ -182,6 +184,14 @@ def test_authors_checkpoint_converted_and_served(tmp_path: Path) -> None:
 
     with served(out) as client:
         check_all_routes(client, "dreamprm-code-authors", expected)
+    # the prefixes of every candidate run against one KV cache of the problem's tokens, with the same scores
+    model = load_scorer(out, device="cpu", dtype="float32")
+    items = [model.encode(PROBLEM, [s.text for s in split_steps(c)]) for c in CODES]
+    rows = [r for item in items for r in item.rows]  # type: ignore[attr-defined]
+    assert len({tuple(r.input_ids[: r.prefix_len]) for r in rows}) == 1 and rows[0].prefix_len >= 16
+    shared = model.forward(items)
+    model.share_prefix = False
+    assert model.forward(items) == [pytest.approx(x, abs=1e-5) for x in shared]
 
 
 def test_convert_never_unpickles_code(tmp_path: Path) -> None:
