@@ -35,19 +35,28 @@ def candidates(n: int) -> tuple[str, list[list[str]]]:
     raise SystemExit(f"no problem with {n} multi-step candidates in {POOL}")
 
 
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
 def round_trip(problem: str, cands: list[list[str]]) -> dict[str, Any]:
     from service.checkpoints.load import load_scorer
     from service.model import PRMModel
     from trainer.export_hf import export_hf
 
     ours = PRMModel.load(DEFAULT_CHECKPOINT, device="cpu", dtype="float32")
+    log("loaded the default checkpoint; exporting")
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         export_hf(ours, Path(tmp) / "hf")
         export_s = time.perf_counter() - started
+        log(f"exported in {export_s:.1f} s; loading it back")
         back = load_scorer(Path(tmp) / "hf", device="cpu", dtype="float32")
         items = [ours.encode(problem, c) for c in cands]
-        a, b = ours.forward(items), back.forward([back.encode(problem, c) for c in cands])
+        a = ours.forward(items)
+        log("scored with the original")
+        b = back.forward([back.encode(problem, c) for c in cands])
+        log("scored with the export")
     import math
 
     def p(x: float) -> float:
@@ -86,6 +95,7 @@ def authors_ways(problem: str, cands: list[list[str]]) -> dict[str, Any]:
         else:
             got = [x for xs in model.forward(items) for x in xs]
         out[f"{way}_s"] = round(time.perf_counter() - started, 2)
+        log(f"authors' prefixes, {way}: {out[f'{way}_s']} s")
         results[way] = got
     out["max_abs_logit_diff"] = max(abs(x - y) for way in ("padded", "one_at_a_time")
                                     for x, y in zip(results["shared"], results[way], strict=True))
@@ -94,7 +104,7 @@ def authors_ways(problem: str, cands: list[list[str]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", type=int, default=6)
+    parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     import torch

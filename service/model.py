@@ -1,7 +1,7 @@
 """The PRM itself (DESIGN §4): a Hugging Face backbone + ``Linear(hidden, 1)`` value head.
 
-The only module of ``service/`` that imports torch and transformers. Loads and saves the
-checkpoint directory format (safetensors + tokenizer + ``prm.json``; never pickle).
+A model module (torch and transformers; the other formats' scorers in ``service/checkpoints`` build on it).
+Loads and saves our checkpoint directory format (safetensors + tokenizer + ``prm.json``; never pickle).
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def _token_classification(found: Detected, opts: _Options) -> PRMModel:
     source = found.base or found.path
     _require_causal(found)
     kwargs: dict[str, Any] = {}
-    if found.adapter is not None and not str(found.config.get("architectures", [""])[0]).endswith(
+    if found.adapter is not None and not str((found.config.get("architectures") or [""])[0]).endswith(
             "ForTokenClassification"):
         kwargs["num_labels"] = _adapter_labels(found.path)
     net = AutoModelForTokenClassification.from_pretrained(
