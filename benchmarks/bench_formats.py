@@ -39,13 +39,10 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def round_trip(problem: str, cands: list[list[str]]) -> dict[str, Any]:
+def round_trip(ours: Any, problem: str, cands: list[list[str]]) -> dict[str, Any]:
     from service.checkpoints.load import load_scorer
-    from service.model import PRMModel
     from trainer.export_hf import export_hf
 
-    ours = PRMModel.load(DEFAULT_CHECKPOINT, device="cpu", dtype="float32")
-    log("loaded the default checkpoint; exporting")
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         export_hf(ours, Path(tmp) / "hf")
@@ -66,12 +63,10 @@ def round_trip(problem: str, cands: list[list[str]]) -> dict[str, Any]:
             "export_s": round(export_s, 2)}
 
 
-def authors_ways(problem: str, cands: list[list[str]]) -> dict[str, Any]:
+def authors_ways(base: Any, problem: str, cands: list[list[str]]) -> dict[str, Any]:
     from service.checkpoints import templates as tpl
     from service.checkpoints.scorers import RowsPRM
-    from service.model import PRMModel
 
-    base = PRMModel.load(DEFAULT_CHECKPOINT, device="cpu", dtype="float32")
     tok = base.tokenizer
 
     def encoder(prob: str, steps: Any, limit: int) -> Any:
@@ -104,16 +99,21 @@ def authors_ways(problem: str, cands: list[list[str]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--candidates", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    from service.model import PRMModel
+
     problem, cands = candidates(args.candidates)
+    ours = PRMModel.load(DEFAULT_CHECKPOINT, device="cpu", dtype="float32")
+    log("loaded the default checkpoint")
     report = {"benchmark": "formats", "date": now_iso(), "machine": machine_info(torch_info=True),
               "checkpoint": DEFAULT_CHECKPOINT.name, "dtype": "float32", "n_candidates": len(cands),
-              "export_round_trip": round_trip(problem, cands), "authors_prefixes": authors_ways(problem, cands)}
+              "export_round_trip": round_trip(ours, problem, cands),
+              "authors_prefixes": authors_ways(ours, problem, cands)}
     print(report["export_round_trip"])
     print(report["authors_prefixes"])
     write_json(RESULTS / "formats.json", report)
