@@ -79,9 +79,9 @@ def _split_call(code: str, language: Language) -> _Call:
 
 
 def _score_call(problem: str, code: str | None, steps: Sequence[str] | None, language: Language,
-                aggregation: Aggregation | None) -> _Call:
+                aggregation: Aggregation | None, prefix_scores: bool = False) -> _Call:
     item = ScoreItem(problem=problem, code=code, steps=list(steps) if steps is not None else None,
-                     language=language, aggregation=aggregation)
+                     language=language, aggregation=aggregation, prefix_scores=prefix_scores)
     return _Call("POST", "/v1/score", item, ScoreResponse)
 
 
@@ -168,8 +168,10 @@ class PRMClient(_Base):
         return result
 
     def score(self, problem: str, code: str | None = None, *, steps: Sequence[str] | None = None,
-              language: Language = "python", aggregation: Aggregation | None = None) -> ScoreResponse:
-        result: ScoreResponse = self._send(_score_call(problem, code, steps, language, aggregation))
+              language: Language = "python", aggregation: Aggregation | None = None,
+              prefix_scores: bool = False) -> ScoreResponse:
+        """``prefix_scores``: an outcome reward model scores every prefix (one score per step)."""
+        result: ScoreResponse = self._send(_score_call(problem, code, steps, language, aggregation, prefix_scores))
         return result
 
     def score_batch(self, items: Sequence[ScoreItem | Mapping[str, Any]],
@@ -246,8 +248,10 @@ class AsyncPRMClient(_Base):
         return result
 
     async def score(self, problem: str, code: str | None = None, *, steps: Sequence[str] | None = None,
-                    language: Language = "python", aggregation: Aggregation | None = None) -> ScoreResponse:
-        result: ScoreResponse = await self._send(_score_call(problem, code, steps, language, aggregation))
+                    language: Language = "python", aggregation: Aggregation | None = None,
+                    prefix_scores: bool = False) -> ScoreResponse:
+        result: ScoreResponse = await self._send(_score_call(problem, code, steps, language, aggregation,
+                                                             prefix_scores))
         return result
 
     async def score_batch(self, items: Sequence[ScoreItem | Mapping[str, Any]],

@@ -24,6 +24,7 @@ class CachedScore:
     logits: list[float]
     truncated: bool
     n_tokens: int
+    outcome: bool = False  # one score for the whole program (an outcome reward model)
 
 
 def cache_key(revision: str, template: str, max_tokens: int, problem: str, steps: Sequence[str]) -> str:

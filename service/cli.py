@@ -49,6 +49,7 @@ def serve(checkpoint: CheckpointOpt = None,
     import uvicorn
 
     from service.app import create_app
+    from service.checkpoints.detect import detect_format
     from service.logs import configure_logging
     from service.manifest import read_manifest
 
@@ -59,9 +60,10 @@ def serve(checkpoint: CheckpointOpt = None,
     if settings.checkpoint is None:
         _fail("no checkpoint: pass --checkpoint DIR or set DREAMPRM_CHECKPOINT (the default checkpoint, "
               "checkpoints/dreamprm-code-smollm2, is only found in a checkout of the repository)")
-    try:
-        manifest = read_manifest(settings.checkpoint)  # fail before binding the port, not in the background
-        if manifest.weights == "adapter":
+    try:  # fail before binding the port, not in the background
+        found = detect_format(settings.checkpoint, base=settings.base_model)
+        manifest = read_manifest(settings.checkpoint) if found.format == "dreamprm" else None
+        if manifest is not None and manifest.weights == "adapter":
             from service.model import resolve_base
 
             resolve_base(manifest, settings.base_model, where=settings.checkpoint)  # found, and the right hash
@@ -70,6 +72,28 @@ def serve(checkpoint: CheckpointOpt = None,
     configure_logging(settings.log_level, json_lines=settings.log_json)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1,
                 log_config=None, access_log=False, timeout_graceful_shutdown=10)
+
+
+@app.command()
+def convert(source: Annotated[Path, typer.Argument(help="the authors' torch checkpoint (.pt), or a directory "
+                                                        "holding one", exists=True)],
+            out: Annotated[Path, typer.Argument(help="directory to write (safetensors + JSON)")],
+            base: Annotated[str, typer.Option(help="their base model: a local Hugging Face directory (or a hub "
+                                                   "id, resolved at serve time by DREAMPRM_BASE_MODEL)")],
+            lora_alpha: Annotated[float, typer.Option(help="the LoRA alpha they trained with (not in the file)")]
+            = 16.0,
+            overwrite: Annotated[bool, typer.Option(help="replace OUT if it exists")] = False) -> None:
+    """Convert the DreamPRM-Code authors' pickled checkpoint (LoRA + reward head) into a directory the server
+    loads: peft adapter + reward_head.safetensors. Read with torch.load(weights_only=True): tensors only."""
+    from service.checkpoints.convert import convert_authors
+
+    try:
+        written = convert_authors(source, out, base=base, lora_alpha=lora_alpha, overwrite=overwrite)
+    except PRMError as exc:
+        _fail(exc.message)
+    except FileExistsError:
+        _fail(f"{out} exists: pass --overwrite to replace it")
+    typer.echo(f"wrote {written}: serve it with  dreamprm serve --checkpoint {written}")
 
 
 @app.command()

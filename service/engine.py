@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from service.aggregate import Aggregation, aggregate, sigmoid
 from service.batcher import MicroBatcher
@@ -47,6 +47,8 @@ class ScoreModel(Protocol):
     name: str
     revision: str
     manifest: PRMManifest
+    format: str  # the checkpoint format (service.checkpoints.detect.FORMATS)
+    template: str  # the input template id
 
     def encode(self, problem: str, steps: Sequence[str], max_tokens: int | None = None) -> Encoded: ...
 
@@ -55,10 +57,20 @@ class ScoreModel(Protocol):
     def warm_up(self) -> None: ...
 
 
+@runtime_checkable
+class OutcomeModel(Protocol):
+    """An outcome reward model: ``encode`` scores the whole program, ``encode_prefixes`` every prefix."""
+
+    outcome: bool
+
+    def encode_prefixes(self, problem: str, steps: Sequence[str], max_tokens: int | None = None) -> Encoded: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     split: SplitResult
     key: str
+    prefixes: bool = False  # an ORM asked for every prefix's score
 
 
 class ScoringEngine:
@@ -78,13 +90,14 @@ class ScoringEngine:
     @classmethod
     async def start(cls, settings: Settings, *, metrics: Metrics | None = None) -> ScoringEngine:
         """Load the checkpoint named by ``settings``, warm it up and start the batcher."""
-        from service.model import PRMModel  # the only torch import path of the service
+        from service.checkpoints.load import load_scorer  # the only torch import path of the service
 
         if settings.checkpoint is None:
             raise ModelNotReady("no checkpoint configured: set DREAMPRM_CHECKPOINT or pass --checkpoint")
-        model = await asyncio.to_thread(PRMModel.load, settings.checkpoint, device=settings.device,
+        model = await asyncio.to_thread(load_scorer, settings.checkpoint, device=settings.device,
                                         dtype=settings.dtype, threads=settings.threads,
-                                        trust_remote_code=settings.trust_remote_code, base=settings.base_model)
+                                        trust_remote_code=settings.trust_remote_code, base=settings.base_model,
+                                        step_separator=settings.step_separator)
         engine = cls(model, settings, metrics=metrics)
         await engine.open()
         return engine
@@ -132,9 +145,12 @@ class ScoringEngine:
         self.metrics.cache.labels(self.cache.backend, "hit" if hit else "miss").inc()
         scored = hit
         if scored is None:
-            enc = await asyncio.to_thread(self.model.encode, item.problem, texts, self.max_tokens)
+            encode = self.model.encode
+            if prep.prefixes and isinstance(self.model, OutcomeModel):
+                encode = self.model.encode_prefixes  # an ORM, asked for every prefix's score
+            enc = await asyncio.to_thread(encode, item.problem, texts, self.max_tokens)
             logits = await self.batcher.submit(enc)
-            scored = CachedScore(logits, enc.truncated, enc.n_tokens)
+            scored = CachedScore(logits, enc.truncated, enc.n_tokens, outcome=self._outcome and not prep.prefixes)
             await self.cache.put(prep.key, scored)
         agg = item.aggregation or fallback or self.settings.default_aggregation \
             or self.model.manifest.default_aggregation
@@ -158,7 +174,8 @@ class ScoringEngine:
 
     def models(self) -> ModelsResponse:
         m = self.model.manifest
-        info = ModelInfo(id=m.name, revision=self.model.revision, template=m.template,
+        info = ModelInfo(id=m.name, revision=self.model.revision, format=self.model.format,
+                         template=self.model.template,
                          separator_token=m.separator_token, base_model=m.base_model.model_dump(),
                          default_aggregation=m.default_aggregation, max_tokens=self.max_tokens,
                          training=m.training, metrics=m.metrics)
@@ -180,9 +197,14 @@ class ScoringEngine:
         else:
             assert item.code is not None  # the schema guarantees code or steps
             split = self._split(item.code, item.language)
-        key = cache_key(self.model.revision, self.model.manifest.template, self.max_tokens,
-                        item.problem, [s.text for s in split.steps])
-        return _Prepared(split, key)
+        prefixes = bool(item.prefix_scores) and self._outcome
+        key = cache_key(self.model.revision, self.model.template + (":prefixes" if prefixes else ""),
+                        self.max_tokens, item.problem, [s.text for s in split.steps])
+        return _Prepared(split, key, prefixes)
+
+    @property
+    def _outcome(self) -> bool:
+        return isinstance(self.model, OutcomeModel) and self.model.outcome
 
 
 def _make_cache(settings: Settings) -> ScoreCache:
@@ -199,8 +221,11 @@ def _step_out(s: Step) -> StepOut:
 def _response(split: SplitResult, scored: CachedScore, agg: Aggregation, *, cached: bool,
               model: str) -> ScoreResponse:
     steps = []
+    # an ORM's one score belongs to the whole program: the last step shows it, the others none
+    logits: list[float | None] = ([None] * (len(split.steps) - 1) + [scored.logits[0]]) if scored.outcome \
+        else list(scored.logits)
     for s in split.steps:
-        logit = scored.logits[s.index] if s.index < len(scored.logits) else None
+        logit = logits[s.index] if s.index < len(logits) else None
         steps.append(StepScore(index=s.index, name=s.name, kind=s.kind, start_line=s.start_line,
                                end_line=s.end_line, logit=logit,
                                score=None if logit is None else sigmoid(logit)))

@@ -1,7 +1,7 @@
 """The PRM itself (DESIGN §4): a Hugging Face backbone + ``Linear(hidden, 1)`` value head.
 
-The only module of ``service/`` that imports torch and transformers. Loads and saves the
-checkpoint directory format (safetensors + tokenizer + ``prm.json``; never pickle).
+A model module (torch and transformers; the other formats' scorers in ``service/checkpoints`` build on it).
+Loads and saves our checkpoint directory format (safetensors + tokenizer + ``prm.json``; never pickle).
 """
 
 from __future__ import annotations
@@ -80,16 +80,21 @@ class PRMNetwork(torch.nn.Module):
 class PRMModel:
     """A loaded PRM: tokenizer, network and manifest; implements the engine's ``ScoreModel``."""
 
+    format = "dreamprm"  # the checkpoint format (service.checkpoints.detect); other formats subclass
+
     def __init__(self, network: PRMNetwork, tokenizer: Any, manifest: PRMManifest, *,
-                 revision: str = "unsaved") -> None:
+                 revision: str = "unsaved", pad_id: int | None = None) -> None:
+        """``pad_id``: given by the scorers of other checkpoint formats (``service.checkpoints``), whose
+        tokenizers have no step-separator token; ours pads with the pad token, else the separator."""
         self.network = network
         self.tokenizer = tokenizer
         self.manifest = manifest
         self.revision = revision
         self.name = manifest.name
+        self.template: str = manifest.template
         self.max_tokens = manifest.max_tokens
-        self.separator_id = separator_id(tokenizer, manifest.separator_token)
-        pad = tokenizer.pad_token_id
+        self.separator_id = separator_id(tokenizer, manifest.separator_token) if pad_id is None else -1
+        pad = tokenizer.pad_token_id if pad_id is None else pad_id
         self.pad_id = int(pad if pad is not None else self.separator_id)
         self.share_prefix = True  # candidates of one problem share the problem's KV cache (see forward)
         self.pass_tokens: int | None = None  # padded tokens per forward pass; None: the whole batch at once

@@ -47,6 +47,9 @@ class ScoreItem(_Request):
                                      description="step texts; they are concatenated as the program")
     language: Language = "python"
     aggregation: Aggregation | None = Field(default=None, description="default: the checkpoint's")
+    prefix_scores: bool = Field(default=False, description="outcome reward models only: score every prefix of "
+                                "the program as its own sequence (one score per step); by default an ORM scores "
+                                "the whole program once. Process reward models always score every step.")
 
     @model_validator(mode="after")
     def _code_or_steps(self) -> ScoreItem:
@@ -101,6 +104,8 @@ class ScoreBatchResponse(BaseModel):
 class ModelInfo(BaseModel):
     id: str
     revision: str
+    format: str = Field(description="checkpoint format: dreamprm | token-classification | qwen2.5-math-prm | "
+                                    "dreamprm-code-authors | orm")
     template: str
     separator_token: str
     base_model: dict[str, Any]

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads")
     trust_remote_code: bool = False
+    step_separator: str | None = Field(default=None, description="TRL token-classification checkpoints: the text "
+                                       "after each step (default: the checkpoint's prm_template.json, else '\\n')")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     # batching

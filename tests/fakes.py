@@ -29,6 +29,8 @@ class FakeModel:
     def __init__(self, *, max_tokens: int = 4096, name: str = "fake-prm") -> None:
         self.name = name
         self.revision = "fake0001"
+        self.format = "dreamprm"
+        self.template = "dreamprm-cof-v1"
         self.manifest = PRMManifest(name=name, base_model=BaseModelSpec(id="fake"),
                                     head=HeadSpec(in_features=1), max_tokens=max_tokens)
         self.tokenizer = CharTokenizer()

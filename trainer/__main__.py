@@ -150,8 +150,24 @@ def evaluate_cmd(run: RunArg, sets: SetOpt = None) -> None:
 
 @app.command()
 def export(run: RunArg, out: Annotated[Path, typer.Argument(help="checkpoint directory to write")],
-           sets: SetOpt = None) -> None:
-    """Write the corrected PRM as a service checkpoint (+ model card, TRL rows)."""
+           sets: SetOpt = None,
+           fmt: Annotated[str, typer.Option("--format", help="dreamprm: our checkpoint (+ model card, TRL rows); "
+                                                            "hf: a Hugging Face *ForTokenClassification directory "
+                                                            "(RUN may also be one of our checkpoints)")] = "dreamprm"
+           ) -> None:
+    """Write the corrected PRM as a service checkpoint (+ model card, TRL rows), or as a Hugging Face model."""
+    if fmt not in ("dreamprm", "hf"):
+        raise typer.BadParameter(f"--format {fmt!r}: use dreamprm or hf")
+    if fmt == "hf":
+        from trainer.export_hf import export_hf_stage
+        from trainer.pipeline_train import SCORERS
+
+        if (run / "prm.json").is_file():  # a checkpoint directory itself
+            typer.echo(f"exported {export_hf_stage(run, out)}")
+            return
+        config = _config(_settings(run, sets), "export")
+        typer.echo(f"exported {export_hf_stage(run / SCORERS[config.scorer], out, name=config.name)}")
+        return
     from trainer.pipeline_train import export_stage
 
     typer.echo(f"exported {export_stage(run, _config(_settings(run, sets), 'export'), out)}")

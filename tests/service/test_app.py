@@ -206,7 +206,7 @@ def test_health_and_ready_report_a_failed_load(tmp_path: Path) -> None:
                 break
             asyncio.run(asyncio.sleep(0.02))
         ready = c.get("/ready")
-        assert ready.status_code == 503 and "prm.json is missing" in ready.json()["detail"]
+        assert ready.status_code == 503 and "is not a directory" in ready.json()["detail"]
         assert c.get("/health").status_code == 503
         r = c.post("/v1/score", json={"problem": "p", "code": "x"})
         assert r.status_code == 503 and r.json()["error"]["type"] == "model_not_ready"
