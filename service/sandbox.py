@@ -1,38 +1,45 @@
-"""Code-execution sandbox: a program plus its tests run in a fresh, unprivileged, network-less process tree.
+"""Code-execution sandbox: a program plus its tests run in a fresh, unprivileged, network-less process tree
+with its own private filesystem view.
 
 Stdlib only (no torch, fastapi, pydantic, trainer) so the service's public-test filter and the trainer share it;
-the child side is ``service.sandbox_runner``. ``sandbox_host()`` probes once what this machine provides.
+the child side is ``service.sandbox_runner``, the verdict rules ``service.sandbox_judge``, the service's fair
+worker pool ``service.sandbox_pool``. ``sandbox_host()`` probes once what this machine provides; ``isolation()``
+names it (``full`` | ``namespaces`` | ``none`` | ``unavailable``; anything but full is logged as an error).
+SECURITY.md states what this guarantees and what it does not.
 
 Isolation model, per run (a functional program with all its asserts, or one stdin test):
 * Processes: a fork server (``sandbox_runner.zygote``: one pristine ``python -s -P`` per caller process, on
   the interpreter below, started with our minimal environment; ``-I`` minus ``-E``, because that environment
   is ours (no caller variables such as API keys) and pins ``PYTHONHASHSEED=0`` so verdicts are reproducible)
   forks launcher -> monitor -> candidate per run; the candidate runs the payload in that forked interpreter,
-  so no interpreter starts per run and no run sees another's state. New session; new PID namespace where
-  possible, with the monitor as its PID 1, so the whole tree dies with it; the group is SIGKILLed at the
-  wall limit and, where no PID namespace guarantees that, stragglers are swept by uid (``/proc``).
+  so no interpreter starts per run and no run sees another's state. New session; new PID namespace, with the
+  monitor as its PID 1, so the whole tree dies with it; the group is SIGKILLed at the wall limit and, where
+  no PID namespace guarantees that, stragglers are swept by uid (``/proc``).
+* Filesystem (``full``): a new mount namespace per run whose root is a small read-only tmpfs holding
+  read-only binds of the system dirs (``SYSTEM_PATHS``) and of the interpreter's stdlib and package dirs;
+  a private tmpfs ``/tmp`` (cwd, HOME, TMPDIR; ``Limits.tmp_mb``/``tmp_inodes``) and ``/dev/shm``
+  (``shm_mb``/``shm_inodes``); a ``/dev`` of null, zero, full, random, urandom; ``/proc`` of the run's PID
+  namespace; the host's tree detached (``pivot_root``). No repository, checkpoints, data, home or host
+  sockets are in view, and everything the run wrote dies with its namespace. Not ``full``: cwd, HOME and
+  TMPDIR are a 0700 temp dir removed afterwards, and the host's world-writable dirs are shared.
 * Privileges: as root the candidate runs as its own uid from ``SANDBOX_UID_BASE`` .. +``SANDBOX_UID_COUNT``
   (gid = uid, no groups, flock-leased so no two concurrent runs, in any process, share one), so it cannot
-  signal the caller, PID 1 or other runs, read their ``/proc`` entries, or share an ``RLIMIT_NPROC`` budget.
-  Not root: no uid change; a user namespace is used only to make the network and PID namespaces.
+  signal the caller, PID 1 or other runs, or share an ``RLIMIT_NPROC`` budget. Not root: a user namespace
+  makes the other namespaces, and the candidate drops every capability in it. Always ``no_new_privs``.
 * Interpreter: the first of the caller's and the system's ``pythonX.Y`` whose stdlib the sandbox uid can import
-  from (the probe's program imports modules the fork server has not; a pyenv under a 0700 /root fails); if it
-  is not the caller's, the caller's site-packages (same ABI) go on PYTHONPATH, so programs see the same
-  third-party packages (LeetCode references use ``sortedcontainers``).
-* Limits: RLIMIT_AS, CPU, NPROC, FSIZE, NOFILE, CORE=0; stdout+stderr capped (``output_limit``, tree killed).
-* Network: ``NETWORK_ISOLATION == "namespace"``: an empty network namespace (not even loopback). ``"guard"``
-  (no namespace could be made): socket creation is patched away in the runner before the program runs, which
-  stops ordinary code but not ctypes/raw syscalls or subprocesses.
-* Files: cwd, HOME and TMPDIR are a fresh 0700 temp dir owned by the run's uid, removed afterwards. The run
-  can write only where "others" may: not the project, the caller's home or other runs' dirs (as root), but
-  world-writable places such as /tmp, /var/tmp and /dev/shm are writable and their files outlive the run
-  (each at most ``max_file_mb``; no quota on their number). Not root, the program can write as the caller.
-  Reading is only limited by file permissions: world-readable files (this repository, ../shared/data with its
-  hidden tests) are readable.
-* Results: JSON events on an inherited pipe, tagged with a nonce from a payload file deleted before the
-  program runs; stdout is never parsed, so printing a fake success does nothing. Code in the same interpreter
-  can still introspect the runner (frames, fds): this stops accidental and naive reward hacking, not a
-  determined in-process adversary.
+  from; if it is not the caller's, the caller's site-packages (same ABI) go on PYTHONPATH, so programs see the
+  same third-party packages (LeetCode references use ``sortedcontainers``).
+* Limits: RLIMIT_AS, CPU, NPROC, FSIZE, NOFILE, CORE=0; stdout+stderr capped (``output_limit``, tree killed);
+  an optional ``SandboxBudget`` shared by a caller's jobs caps their total sandbox seconds.
+* Network: ``NETWORK_ISOLATION == "namespace"``: an empty network namespace (not even loopback; abstract unix
+  sockets are per namespace too). ``"guard"`` (no namespace could be made): socket creation is patched away in
+  the runner before the program runs, which stops ordinary code but not ctypes/raw syscalls or subprocesses.
+* Results: the payload arrives on an fd the runner closes before the program runs. Asserts against a literal
+  (``assert f(x) == [1, 2]``) are split by ``sandbox_judge``: only ``f(x)`` enters the sandbox, its value comes
+  back and is compared here, so the expected answer is never in the candidate's process and no forged event
+  can pass it. Other asserts run inside and report JSON events tagged with a nonce: a program in the same
+  interpreter can forge those (see SECURITY.md). The candidate's wait status and the run's CPU time come on a
+  control pipe written only by the launcher and the monitor. stdout is never parsed for verdicts.
 """
 
 from __future__ import annotations

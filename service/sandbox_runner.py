@@ -2,18 +2,21 @@
 
 Stdlib only and self-contained: the parent passes this file's source to ``python -c``, so it must never
 import ``service`` (or anything outside the stdlib). Nothing runs on import; the ``__main__`` block dispatches.
-``zygote_argv`` and ``parse_events`` are the parent's half of the protocol, kept next to the child's half.
+``zygote_argv``, ``parse_events`` and ``encode_value`` are shared with the parent (``sandbox``, ``sandbox_judge``).
 
 ``zygote FD`` (the sandbox interpreter, as the caller's user, started once per caller process with a minimal
-environment): a fork server. Per run it forks a *launcher*: own session, the run's stdio, new network + PID
-namespaces (plus a user namespace when not root), then the *monitor* (PID 1 of the new namespace), which forks
-the *candidate*: rlimits, drop to the sandbox uid with no groups, parent-death signal, the run's cwd and
-environment, then the payload runs in that same, already initialised interpreter (no exec: two interpreter
-starts per run saved; every run is a fresh copy-on-write fork of a zygote that never runs untrusted code).
-The monitor reaps, reports the candidate's wait status and exits, which makes the kernel kill everything left
-in the namespace. The runner (``run``) loads and deletes the payload file, optionally installs the socket
-guard, compiles and runs the program, runs each test, and reports JSON lines tagged with the payload's nonce
-on the inherited result pipe; the program's own stdout/stderr never carry results.
+environment): a fork server. Per run it forks a *launcher*: own session, the run's fds (stdio; result, payload
+and control pipes on 3-5), new mount + network + PID namespaces (plus a user namespace when not root), then
+the *monitor* (PID 1 of the new namespace), which builds the run's private root (``_private_root``) and forks
+the *candidate*: rlimits, drop to the sandbox uid with no groups (no capabilities in a user namespace),
+no_new_privs, parent-death signal, the run's cwd and environment, the control pipe closed; then the payload
+runs in that same, already initialised interpreter (no exec: every run is a fresh copy-on-write fork of a
+zygote that never runs untrusted code). The monitor reaps, reports the candidate's wait status on the control
+pipe and exits, which makes the kernel kill everything left in the namespace; the launcher then reports the
+whole tree's CPU time. The runner (``run``) reads the payload from its fd (closed before the program runs),
+optionally installs the socket guard, compiles and runs the program, runs each test (an ``expr`` test reports
+only its value; the judge outside compares it), and reports JSON lines tagged with the payload's nonce on the
+result pipe; the program's own stdout/stderr never carry results.
 """
 
 from __future__ import annotations
