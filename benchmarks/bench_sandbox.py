@@ -35,9 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from benchmarks.common import LEETCODE_TRAIN, RESULTS, machine_info, now_iso, read_jsonl, table, write_json
+from service import sandbox, sandbox_runner
 from service.cof import assistant_prefix
 from service.policy import Generation, GenerationRequest
-from service import sandbox, sandbox_runner
 from service.sandbox import SandboxHost, SandboxJob, TestSpec, isolation, network_isolation, run_many
 from trainer.config import ExecuteConfig
 from trainer.execute import rollout_executor

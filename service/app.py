@@ -19,8 +19,8 @@ from service.http_middleware import RequestContextMiddleware, error_body
 from service.metrics import Metrics
 from service.policy import Policy
 from service.rerank import Reranker, policy_factory
-from service.sandbox import isolation
 from service.routes import router
+from service.sandbox import isolation
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -44,8 +44,8 @@ Isolation model, per run (a functional program with all its asserts, or one stdi
 
 from __future__ import annotations
 
-import fcntl
 import dataclasses
+import fcntl
 import json
 import logging
 import math

@@ -444,7 +444,7 @@ def encode_value(value: Any, depth: int = 0) -> Any:
         return {"dict": [[encode_value(k, depth + 1), encode_value(v, depth + 1)] for k, v in dict.items(value)]}
     for kind in (list, tuple, set, frozenset):
         if isinstance(value, kind):
-            items = [encode_value(v, depth + 1) for v in kind.__iter__(value)]  # type: ignore[attr-defined]
+            items = [encode_value(v, depth + 1) for v in kind.__iter__(value)]  # type: ignore[arg-type]
             return items if kind is list else {kind.__name__: items}
     return {"opaque": type(value).__name__[:_MSG_CAP]}
 
