@@ -25,6 +25,7 @@ import builtins
 import ctypes
 import fcntl
 import json
+import numbers  # imported here, in the fork server: a run's uid may not reach the stdlib
 import os
 import resource
 import signal
@@ -423,8 +424,6 @@ def encode_value(value: Any, depth: int = 0) -> Any:
     Subclasses of the builtin types become the builtin type; other numbers (numbers.Integral/Real) become
     int/float; anything else is ``{"opaque": type name}``, which equals no expected value.
     """
-    import numbers
-
     if depth > 100:
         return {"opaque": "nesting deeper than 100"}
     if value is None or isinstance(value, bool):
