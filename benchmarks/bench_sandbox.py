@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--label-problems", type=int, default=100)
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--out", default="sandbox.json", help="file name under results/ (issue 14's loaded-machine "
+                        "A/B: sandbox_isolation_ab.json)")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {"benchmark": "sandbox", "date": now_iso(), "machine": machine_info(),
                               "network_isolation": network_isolation(), "isolation": isolation(), "baseline": "naive",
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{report['machine']['cpu_model']}, {report['machine']['cpu_count']} CPUs; isolation "
           f"{report['isolation']} (network {report['network_isolation']}); load average at start "
           f"{report['machine']['loadavg_at_start']}")
-    write_json(RESULTS / "sandbox.json", report)
+    write_json(RESULTS / args.out, report)
 
 
 if __name__ == "__main__":
