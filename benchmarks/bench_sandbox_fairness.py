@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wall-s", type=float, default=3.0, help="DREAMPRM_TEST_WALL_S (audit: 6-10 s)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    from tests.live import live_server
+    from tests.live import live_server_process
     from tests.tiny import save_tiny_prm
 
     report: dict[str, Any] = {"benchmark": "sandbox_fairness", "date": now_iso(), "machine": machine_info(),
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
                    "DREAMPRM_TEST_WALL_S": str(args.wall_s), "DREAMPRM_CACHE_SIZE": "0"}
             if per_request is not None:
                 env["DREAMPRM_SANDBOX_PER_REQUEST"] = str(per_request)
-            with live_server(checkpoint, Path(tmp) / f"server-{per_request}.log", **env) as url:
+            log = Path(tmp) / f"server-{per_request}.log"
+            with live_server_process(checkpoint, log, ready_timeout_s=600, **env) as (url, _proc):  # a busy machine
                 result = measure(url, args)
             report["rows"].append({"config": name, "sandbox_per_request": per_request or max(1, args.workers - 1),
                                    **result})
