@@ -42,7 +42,6 @@ _MS_NOATIME, _MS_NODIRATIME, _MS_BIND, _MS_REC, _MS_PRIVATE, _MS_RELATIME = 1024
 _MNT_DETACH = 2
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 _DEVICES = ("null", "zero", "full", "random", "urandom")
-_ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 
 
 def zygote_argv(exe: str, sock_fd: int) -> list[str]:
@@ -325,8 +324,8 @@ def _interpreter_paths() -> list[str]:
 def zygote(sock_fd: int) -> NoReturn:
     """The fork server: one single-threaded, pristine interpreter that forks a launcher per run.
 
-    Requests on the SOCK_SEQPACKET socket: ``{"op": "run", **cfg}`` with the run's stdin, stdout, stderr
-    and result fds attached, answered with ``{"pid": launcher_pid}`` and a pidfd of the launcher; and
+    Requests on the SOCK_SEQPACKET socket: ``{"op": "run", **cfg}`` with the run's stdin, stdout, stderr,
+    result, payload and control fds attached, answered with ``{"pid": launcher_pid}`` and a pidfd of the launcher; and
     ``{"op": "reap", "pid": pid}`` (no answer) once the caller has seen the launcher exit, so a launcher's
     pid (its process group id) is never recycled while the caller may still signal it. EOF: the caller is
     gone, so we exit, and every launcher follows (parent-death signal). Needs Linux >= 5.3 (pidfd).
