@@ -206,7 +206,8 @@ def _bind(libc: ctypes.CDLL, root: str, path: str, writable: bool = False) -> No
 def _tmpfs(libc: ctypes.CDLL, target: str, mb: float, inodes: int, mode: str, extra: int = 0) -> None:
     os.makedirs(target, mode=0o755, exist_ok=True)
     size = max(4096, int(mb * (1 << 20)))
-    _mount(libc, "tmpfs", target, "tmpfs", _MS_NOSUID | _MS_NODEV | extra, f"size={size},nr_inodes={inodes},mode={mode}")
+    options = f"size={size},nr_inodes={inodes},mode={mode}"
+    _mount(libc, "tmpfs", target, "tmpfs", _MS_NOSUID | _MS_NODEV | extra, options)
 
 
 def _private_root(cfg: dict[str, Any], libc: ctypes.CDLL) -> None:
@@ -325,8 +326,8 @@ def zygote(sock_fd: int) -> NoReturn:
     """The fork server: one single-threaded, pristine interpreter that forks a launcher per run.
 
     Requests on the SOCK_SEQPACKET socket: ``{"op": "run", **cfg}`` with the run's stdin, stdout, stderr,
-    result, payload and control fds attached, answered with ``{"pid": launcher_pid}`` and a pidfd of the launcher; and
-    ``{"op": "reap", "pid": pid}`` (no answer) once the caller has seen the launcher exit, so a launcher's
+    result, payload and control fds attached, answered with ``{"pid": launcher_pid}`` and a pidfd of the
+    launcher; and ``{"op": "reap", "pid": pid}`` (no answer) once the caller has seen the launcher exit, so a launcher's
     pid (its process group id) is never recycled while the caller may still signal it. EOF: the caller is
     gone, so we exit, and every launcher follows (parent-death signal). Needs Linux >= 5.3 (pidfd).
     """
