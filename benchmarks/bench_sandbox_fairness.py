@@ -9,7 +9,8 @@ is one correct candidate with one stdin test. For each server configuration:
   ``--samples`` times in a row while it is still running.
 Configurations: the defaults (``DREAMPRM_SANDBOX_PER_REQUEST`` = workers - 1) and, for contrast,
 ``per_request = workers`` (one request may hold every worker, as before issue 14).
-Target: every loaded sample ≤ 2 × the unloaded median (``worst_ratio``; ``ratio`` compares medians). Output: ``results/sandbox_fairness.json``.
+Target: every loaded sample ≤ 2 × the unloaded median (``worst_ratio``; ``ratio`` compares the
+medians). Output: ``results/sandbox_fairness.json``.
 
     .venv/bin/python -m benchmarks.bench_sandbox_fairness
 """
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append([name, f"{result['unloaded_median_s'] * 1000:.0f}",
                          "-" if result["loaded_median_s"] is None else f"{result['loaded_median_s'] * 1000:.0f}",
                          "-" if ratio is None else f"{ratio:.2f}x",
-                         "-" if ratio is None else f"{result['worst_ratio']:.2f}x", f"{result['hostile_seconds']:.1f}"])
+                         "-" if ratio is None else f"{result['worst_ratio']:.2f}x",
+                         f"{result['hostile_seconds']:.1f}"])
             print(f"  {name}: {rows[-1]}", flush=True)
     print(table(["config", "unloaded ms", "loaded ms", "median ratio", "worst ratio", "hostile s"], rows))
     write_json(RESULTS / "sandbox_fairness.json", report)
