@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     from tests.tiny import save_tiny_prm
 
     report: dict[str, Any] = {"benchmark": "sandbox_fairness", "date": now_iso(), "machine": machine_info(),
-                              "args": vars(args), "target": "worst_ratio (slowest loaded / unloaded median) <= 2", "rows": []}
+                              "args": vars(args), "target": "worst_ratio (slowest loaded / unloaded median) <= 2",
+                              "rows": []}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = save_tiny_prm(Path(tmp) / "tiny-prm")
