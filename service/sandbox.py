@@ -364,7 +364,7 @@ def _execute(job: SandboxJob) -> ExecResult:
         stop = _stop_at_failure(judged) if job.stop_at_first_failure else None
         run = _spawn(host, uid, payload, job.limits, wall_s, None, stop)
     _charge(job, run)
-    status, n_passed, failure = _judge_functional(run, judged)
+    status, n_passed, failure = _judge_functional(run, judged, stop_at_first_failure=job.stop_at_first_failure)
     return _result(status, n, n_passed, start, failure, run, [run])
 
 
@@ -464,9 +464,11 @@ def _early_failure(run: _Run) -> tuple[Status, str] | None:
     return None if solution.get("ok") is True else (_status(solution.get("kind")), f"program: {solution.get('msg')}")
 
 
-def _judge_functional(run: _Run, judged: Sequence[JudgedTest]) -> tuple[Status, int, str | None]:
+def _judge_functional(run: _Run, judged: Sequence[JudgedTest], *,
+                      stop_at_first_failure: bool = False) -> tuple[Status, int, str | None]:
     """Each test's verdict: a value test's from the value it reported (``sandbox_judge``), a code test's as
-    reported; the first failure in order decides the status."""
+    reported; the first failure in order decides the status. Stopping at the first failure, tests after it
+    do not count even when the runner got to them before the judge stopped it."""
     n_tests = len(judged)
     tests: dict[int, tuple[bool, str, str]] = {}
     for ev in run.events:
@@ -480,6 +482,7 @@ def _judge_functional(run: _Run, judged: Sequence[JudgedTest]) -> tuple[Status, 
             kind, why = _terminal(run)
             return kind, n_passed, f"test {i}: {why}"
         if not test[0]:
+            n_passed = i if stop_at_first_failure else n_passed
             return _status(test[1]), n_passed, f"test {i}: {test[2]}"
     if run.event("done") is None:
         kind, why = _terminal(run)
