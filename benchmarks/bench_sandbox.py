@@ -5,7 +5,10 @@ Workloads:
 * ``typical_leetcode``: LeetCode reference solutions with all their tests (one functional run each).
 
 Ways, interleaved (``--reps`` rounds; each round runs every way once, in order), medians reported:
-* ``sandbox``: ``service.sandbox.run_many`` (fork server, namespaces, own uid, rlimits, result pipe);
+* ``sandbox``: ``service.sandbox.run_many`` as this machine runs it (full isolation: fork server, own mount,
+  PID and network namespaces with a private root, /tmp, /dev/shm and /proc; own uid, rlimits, result pipe);
+* ``sandbox_no_mounts``: the same without the mount namespace (PID + network only, the isolation before
+  issue 14), to show what the private filesystem costs;
 * ``naive``: the baseline most harnesses start from, ``subprocess.run([python, "-c", program + tests])`` per
   run, with a timeout and no isolation at all (``typical`` only counts its exit status).
 Each with 1 and with ``--workers`` workers (default: the CPU count), after a warm-up.
@@ -32,9 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from benchmarks.common import LEETCODE_TRAIN, RESULTS, machine_info, now_iso, read_jsonl, table, write_json
+from service import sandbox, sandbox_runner
 from service.cof import assistant_prefix
 from service.policy import Generation, GenerationRequest
-from service.sandbox import SandboxJob, TestSpec, network_isolation, run_many
+from service.sandbox import SandboxHost, SandboxJob, TestSpec, isolation, network_isolation, run_many
 from trainer.config import ExecuteConfig
 from trainer.execute import rollout_executor
 from trainer.generate import make_candidate, problem_prompt
@@ -77,8 +81,22 @@ def naive_many(batch: Sequence[SandboxJob], workers: int) -> list[bool]:
         return list(pool.map(naive_one, batch))
 
 
+def without_mounts(batch: Sequence[SandboxJob], workers: int) -> list[bool]:
+    """``run_many`` with the mount namespace switched off (the probed host, minus CLONE_NEWNS)."""
+    host = sandbox.sandbox_host()
+    assert host is not None
+    plain = SandboxHost(host.python, host.network, host.unshare_flags & ~sandbox_runner.CLONE_NEWNS,
+                        host.drop_to_uid, host.site_dirs)
+    sandbox._host_cache[:] = [plain]
+    try:
+        return [r.passed for r in run_many(batch, workers=workers)]
+    finally:
+        sandbox._host_cache[:] = [host]
+
+
 WAYS: dict[str, Callable[[Sequence[SandboxJob], int], list[bool]]] = {
     "sandbox": lambda batch, workers: [r.passed for r in run_many(batch, workers=workers)],
+    "sandbox_no_mounts": without_mounts,
     "naive": naive_many,
 }
 
@@ -141,11 +159,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--label-problems", type=int, default=100)
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--out", default="sandbox.json", help="file name under results/ (issue 14's loaded-machine "
+                        "A/B: sandbox_isolation_ab.json)")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {"benchmark": "sandbox", "date": now_iso(), "machine": machine_info(),
-                              "network_isolation": network_isolation(), "baseline": "naive", "rows": []}
+                              "network_isolation": network_isolation(), "isolation": isolation(), "baseline": "naive",
+                              "args": vars(args), "rows": []}
     rows = []
-    for kind in WORKLOADS:
+    for kind in args.workloads:
         batch = jobs(kind, args.runs)
         for workers in sorted({1, args.workers}):
             seconds: dict[str, list[float]] = {way: [] for way in WAYS}
@@ -172,9 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"labelling: {lab['rollouts']} rollouts ({lab['rollouts_passed']} passed) from {lab['prefix_labels']} "
           f"prefixes of {lab['problems']} references in {lab['seconds']:.1f} s = {lab['rollouts_per_s']:.1f} "
           f"rollouts/s (policy time excluded)")
-    print(f"{report['machine']['cpu_model']}, {report['machine']['cpu_count']} CPUs; network isolation "
-          f"{report['network_isolation']}")
-    write_json(RESULTS / "sandbox.json", report)
+    print(f"{report['machine']['cpu_model']}, {report['machine']['cpu_count']} CPUs; isolation "
+          f"{report['isolation']} (network {report['network_isolation']}); load average at start "
+          f"{report['machine']['loadavg_at_start']}")
+    write_json(RESULTS / args.out, report)
 
 
 if __name__ == "__main__":

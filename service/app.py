@@ -20,6 +20,7 @@ from service.metrics import Metrics
 from service.policy import Policy
 from service.rerank import Reranker, policy_factory
 from service.routes import router
+from service.sandbox import isolation
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,11 +49,19 @@ def create_app(settings: Settings, *, engine: ScoringEngine | None = None, polic
             logger.exception("loading the model failed")
             app.state.load_error = f"loading the model failed: {exc}"
 
+    async def probe_sandbox(app: FastAPI) -> None:
+        """Which isolation the sandbox has here (a short real run, off the event loop), for /ready and /metrics."""
+        level = await asyncio.to_thread(isolation)
+        app.state.sandbox_isolation = level
+        metrics.sandbox_isolation.labels(level=level).set(1)
+        if level != "full":
+            logger.error("sandbox isolation is %r, not 'full': see SECURITY.md", level)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine, app.state.load_error, app.state.metrics = None, None, metrics
-        app.state.reranker = None
-        task = None
+        app.state.reranker, app.state.sandbox_isolation = None, None
+        task, probe = None, asyncio.create_task(probe_sandbox(app))
         if engine is not None:
             await engine.open()
             app.state.engine = engine
@@ -62,6 +71,7 @@ def create_app(settings: Settings, *, engine: ScoringEngine | None = None, polic
         try:
             yield
         finally:
+            probe.cancel()
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):

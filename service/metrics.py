@@ -26,6 +26,8 @@ class Metrics:
         self.cache = Counter("dreamprm_cache_total", "score cache lookups", ["backend", "result"], registry=r)
         self.tokens_scored = Counter("dreamprm_tokens_scored_total", "tokens through the model", registry=r)
         self.steps_scored = Counter("dreamprm_steps_scored_total", "steps scored", registry=r)
+        self.sandbox_isolation = Gauge("dreamprm_sandbox_isolation", "1 for the sandbox's active isolation "
+                                       "(full | namespaces | none | unavailable)", ["level"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,7 +20,8 @@ from service.cof import CODE_STOP, assistant_prefix, cof_prompt
 from service.engine import ScoringEngine
 from service.errors import InputTooLong, InvalidInput, PolicyError, PolicyTimeout
 from service.policy import Generation, GenerationRequest, OpenAIPolicy, Policy
-from service.sandbox import Limits, TestSpec, TestType, run_tests
+from service.sandbox import Limits, TestSpec, TestType
+from service.sandbox_pool import SandboxPool, SandboxSession
 from service.schemas import (
     PolicyUsage,
     PublicTest,
@@ -93,7 +94,7 @@ class Reranker:
         self._policy = policy
         self._factory = factory
         self._policy_lock = asyncio.Lock()
-        self._sandbox = asyncio.Semaphore(settings.sandbox_workers)
+        self.sandbox = SandboxPool(settings.sandbox_workers, settings.sandbox_per_request)
 
     @property
     def has_policy(self) -> bool:
@@ -110,6 +111,7 @@ class Reranker:
         test_type: TestType = _test_type(req)
         if req.public_tests and len(req.public_tests) > self.settings.max_public_tests:
             raise InputTooLong(f"{len(req.public_tests)} public tests; the limit is {self.settings.max_public_tests}")
+        session = self._sandbox_session(req)
         usage = None
         if req.candidates is not None:
             self._check_count(len(req.candidates))
@@ -122,8 +124,8 @@ class Reranker:
         generated = time.perf_counter()
         outcomes: list[TestOutcome | None] = [None] * len(cands)
         if req.public_tests:
-            outcomes = list(await asyncio.gather(*(self._run_tests(c.code, req.public_tests, test_type)
-                                                   for c in cands)))
+            outcomes = list(await asyncio.gather(*(self._run_tests(session, c.code, req.public_tests, test_type,
+                                                                   req.all_test_results) for c in cands)))
         tested = time.perf_counter()
         scored = await asyncio.gather(*(self._score(req, c.code, agg) for c in cands))
         done = time.perf_counter()
@@ -205,12 +207,22 @@ class Reranker:
                             partial=len(gens) < n or timed_out > 0, errors=errors)
         return _Sampled(cands, usage)
 
-    async def _run_tests(self, code: str, tests: Sequence[PublicTest], test_type: TestType) -> TestOutcome:
+    def _sandbox_session(self, req: RerankRequest) -> SandboxSession:
+        """The request's share of the sandbox: the server's budget, or less when the request asks for less."""
+        budget = self.settings.sandbox_budget_s
+        if req.sandbox_budget_s is not None and req.sandbox_budget_s > budget:
+            raise InputTooLong(f"sandbox_budget_s {req.sandbox_budget_s:g} is over the server's limit of {budget:g}")
+        return self.sandbox.session(req.sandbox_budget_s or budget)
+
+    async def _run_tests(self, session: SandboxSession, code: str, tests: Sequence[PublicTest], test_type: TestType,
+                         all_results: bool) -> TestOutcome:
         specs = [TestSpec(kind="assert", code=t.code) if t.code is not None
                  else TestSpec(kind="io", input=t.input or "", output=t.output) for t in tests]
-        limits = Limits(wall_s=self.settings.test_wall_s, per_test_s=self.settings.test_wall_s)
-        async with self._sandbox:
-            result = await asyncio.to_thread(run_tests, code, specs, test_type=test_type, limits=limits)
+        s = self.settings
+        limits = Limits(wall_s=s.test_wall_s, per_test_s=s.test_wall_s, tmp_mb=s.sandbox_tmp_mb,
+                        tmp_inodes=s.sandbox_tmp_inodes, shm_mb=s.sandbox_shm_mb)
+        result = await session.run_tests(code, specs, test_type=test_type, limits=limits,
+                                         stop_at_first_failure=not all_results)
         return TestOutcome(passed=result.passed, n_tests=result.n_tests, n_passed=result.n_passed,
                            status=result.status)
 

@@ -105,11 +105,12 @@ async def health(request: Request) -> HealthResponse:
 async def ready(request: Request, response: Response) -> ReadyResponse:
     """True once a real warm-up forward pass ran and while the batch worker is alive."""
     engine: ScoringEngine | None = request.app.state.engine
+    sandbox = request.app.state.sandbox_isolation
     if engine is not None and engine.ready:
-        return ReadyResponse(ready=True, model=engine.model.name)
+        return ReadyResponse(ready=True, model=engine.model.name, sandbox=sandbox)
     detail = request.app.state.load_error or ("scoring worker stopped" if engine else "loading")
     response.status_code = 503
-    return ReadyResponse(ready=False, detail=detail)
+    return ReadyResponse(ready=False, detail=detail, sandbox=sandbox)
 
 
 @router.get("/metrics", response_class=Response)

@@ -1,42 +1,50 @@
-"""Code-execution sandbox: a program plus its tests run in a fresh, unprivileged, network-less process tree.
+"""Code-execution sandbox: a program plus its tests run in a fresh, unprivileged, network-less process tree
+with its own private filesystem view.
 
 Stdlib only (no torch, fastapi, pydantic, trainer) so the service's public-test filter and the trainer share it;
-the child side is ``service.sandbox_runner``. ``sandbox_host()`` probes once what this machine provides.
+the child side is ``service.sandbox_runner``, the verdict rules ``service.sandbox_judge``, the service's fair
+worker pool ``service.sandbox_pool``. ``sandbox_host()`` probes once what this machine provides; ``isolation()``
+names it (``full`` | ``namespaces`` | ``none`` | ``unavailable``; anything but full is logged as an error).
+SECURITY.md states what this guarantees and what it does not.
 
 Isolation model, per run (a functional program with all its asserts, or one stdin test):
 * Processes: a fork server (``sandbox_runner.zygote``: one pristine ``python -s -P`` per caller process, on
   the interpreter below, started with our minimal environment; ``-I`` minus ``-E``, because that environment
   is ours (no caller variables such as API keys) and pins ``PYTHONHASHSEED=0`` so verdicts are reproducible)
   forks launcher -> monitor -> candidate per run; the candidate runs the payload in that forked interpreter,
-  so no interpreter starts per run and no run sees another's state. New session; new PID namespace where
-  possible, with the monitor as its PID 1, so the whole tree dies with it; the group is SIGKILLed at the
-  wall limit and, where no PID namespace guarantees that, stragglers are swept by uid (``/proc``).
+  so no interpreter starts per run and no run sees another's state. New session; new PID namespace, with the
+  monitor as its PID 1, so the whole tree dies with it; the group is SIGKILLed at the wall limit and, where
+  no PID namespace guarantees that, stragglers are swept by uid (``/proc``).
+* Filesystem (``full``): a new mount namespace per run whose root is a small read-only tmpfs holding
+  read-only binds of the system dirs (``SYSTEM_PATHS``) and of the interpreter's stdlib and package dirs;
+  a private tmpfs ``/tmp`` (cwd, HOME, TMPDIR; ``Limits.tmp_mb``/``tmp_inodes``) and ``/dev/shm``
+  (``shm_mb``/``shm_inodes``); a ``/dev`` of null, zero, full, random, urandom; ``/proc`` of the run's PID
+  namespace; the host's tree detached (``pivot_root``). No repository, checkpoints, data, home or host
+  sockets are in view, and everything the run wrote dies with its namespace. Not ``full``: cwd, HOME and
+  TMPDIR are a 0700 temp dir removed afterwards, and the host's world-writable dirs are shared.
 * Privileges: as root the candidate runs as its own uid from ``SANDBOX_UID_BASE`` .. +``SANDBOX_UID_COUNT``
   (gid = uid, no groups, flock-leased so no two concurrent runs, in any process, share one), so it cannot
-  signal the caller, PID 1 or other runs, read their ``/proc`` entries, or share an ``RLIMIT_NPROC`` budget.
-  Not root: no uid change; a user namespace is used only to make the network and PID namespaces.
+  signal the caller, PID 1 or other runs, or share an ``RLIMIT_NPROC`` budget. Not root: a user namespace
+  makes the other namespaces, and the candidate drops every capability in it. Always ``no_new_privs``.
 * Interpreter: the first of the caller's and the system's ``pythonX.Y`` whose stdlib the sandbox uid can import
-  from (the probe's program imports modules the fork server has not; a pyenv under a 0700 /root fails); if it
-  is not the caller's, the caller's site-packages (same ABI) go on PYTHONPATH, so programs see the same
-  third-party packages (LeetCode references use ``sortedcontainers``).
-* Limits: RLIMIT_AS, CPU, NPROC, FSIZE, NOFILE, CORE=0; stdout+stderr capped (``output_limit``, tree killed).
-* Network: ``NETWORK_ISOLATION == "namespace"``: an empty network namespace (not even loopback). ``"guard"``
-  (no namespace could be made): socket creation is patched away in the runner before the program runs, which
-  stops ordinary code but not ctypes/raw syscalls or subprocesses.
-* Files: cwd, HOME and TMPDIR are a fresh 0700 temp dir owned by the run's uid, removed afterwards. The run
-  can write only where "others" may: not the project, the caller's home or other runs' dirs (as root), but
-  world-writable places such as /tmp, /var/tmp and /dev/shm are writable and their files outlive the run
-  (each at most ``max_file_mb``; no quota on their number). Not root, the program can write as the caller.
-  Reading is only limited by file permissions: world-readable files (this repository, ../shared/data with its
-  hidden tests) are readable.
-* Results: JSON events on an inherited pipe, tagged with a nonce from a payload file deleted before the
-  program runs; stdout is never parsed, so printing a fake success does nothing. Code in the same interpreter
-  can still introspect the runner (frames, fds): this stops accidental and naive reward hacking, not a
-  determined in-process adversary.
+  from; if it is not the caller's, the caller's site-packages (same ABI) go on PYTHONPATH, so programs see the
+  same third-party packages (LeetCode references use ``sortedcontainers``).
+* Limits: RLIMIT_AS, CPU, NPROC, FSIZE, NOFILE, CORE=0; stdout+stderr capped (``output_limit``, tree killed);
+  an optional ``SandboxBudget`` shared by a caller's jobs caps their total sandbox seconds.
+* Network: ``NETWORK_ISOLATION == "namespace"``: an empty network namespace (not even loopback; abstract unix
+  sockets are per namespace too). ``"guard"`` (no namespace could be made): socket creation is patched away in
+  the runner before the program runs, which stops ordinary code but not ctypes/raw syscalls or subprocesses.
+* Results: the payload arrives on an fd the runner closes before the program runs. Asserts against a literal
+  (``assert f(x) == [1, 2]``) are split by ``sandbox_judge``: only ``f(x)`` enters the sandbox, its value comes
+  back and is compared here, so the expected answer is never in the candidate's process and no forged event
+  can pass it. Other asserts run inside and report JSON events tagged with a nonce: a program in the same
+  interpreter can forge those (see SECURITY.md). The candidate's wait status and the run's CPU time come on a
+  control pipe written only by the launcher and the monitor. stdout is never parsed for verdicts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -56,7 +64,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
@@ -64,13 +72,20 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from service import sandbox_runner
+from service.sandbox_judge import JudgedTest, judge_test, verdict
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["passed", "wrong_answer", "runtime_error", "timeout", "memory", "output_limit",
-                 "syntax_error", "killed", "sandbox_error"]
+                 "syntax_error", "killed", "sandbox_error", "budget_exceeded"]
 TestType = Literal["functional", "stdin"]
 NetworkIsolation = Literal["namespace", "guard"]
+# full: own mount + PID + network namespaces (private /tmp, /dev/shm, /proc; read-only minimal view);
+# namespaces: PID + network only (the host's filesystem); none: the socket guard only; unavailable: no runs
+Isolation = Literal["full", "namespaces", "none", "unavailable"]
+# what a run sees read-only besides the interpreter's own dirs (which its fork server adds)
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache",
+                "/etc/localtime", "/etc/alternatives")
 SANDBOX_UID_BASE = 64000
 SANDBOX_UID_COUNT = 64
 _STATUSES: frozenset[str] = frozenset(get_args(Status))
@@ -96,10 +111,15 @@ class Limits:
     max_file_mb: int = 64
     max_open_files: int = 256
     max_output_bytes: int = 1 << 20  # stdout + stderr of one run
+    tmp_mb: float = 64  # the run's private /tmp (its cwd and HOME), with full isolation
+    tmp_inodes: int = 4096
+    shm_mb: float = 16  # the run's private /dev/shm
+    shm_inodes: int = 256
 
     def __post_init__(self) -> None:
         if min(self.wall_s, self.per_test_s, self.memory_mb, self.max_procs, self.max_file_mb,
-               self.max_open_files, self.max_output_bytes, self.cpu_s or 1, self.assert_s or 1) <= 0:
+               self.max_open_files, self.max_output_bytes, self.cpu_s or 1, self.assert_s or 1,
+               self.tmp_mb, self.tmp_inodes, self.shm_mb, self.shm_inodes) <= 0:
             raise ValueError(f"limits must be positive: {self}")
 
 
@@ -124,6 +144,28 @@ class ExecResult:
     first_failure: str | None  # "test 3: AssertionError", capped
     stdout_tail: str
     stderr_tail: str
+    cpu_seconds: float = 0.0  # of every process of every run of the job
+    charged_seconds: float = 0.0  # what the job's budget was charged: per run, max(wall, CPU)
+
+
+class SandboxBudget:
+    """Sandbox seconds a caller (one rerank request) may still use, shared by its jobs (thread-safe).
+
+    Each run is charged max(wall seconds, CPU seconds): a worker held by a sleeping program costs as much as
+    one that spins. A run never gets more wall or CPU time than what is left; an exhausted budget starts no run.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._left = seconds
+        self._lock = threading.Lock()
+
+    def left(self) -> float:
+        with self._lock:
+            return self._left
+
+    def charge(self, seconds: float) -> None:
+        with self._lock:
+            self._left -= seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +176,7 @@ class SandboxJob:
     setup_code: str = ""
     limits: Limits = Limits()
     stop_at_first_failure: bool = False
+    budget: SandboxBudget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +187,21 @@ class SandboxHost:
     drop_to_uid: bool  # root: each run gets its own uid
     site_dirs: tuple[str, ...] = ()  # the caller's site-packages, when ``python`` is another interpreter
 
+    @property
+    def isolation(self) -> Isolation:
+        if self.unshare_flags & sandbox_runner.CLONE_NEWNS:
+            return "full"
+        return "namespaces" if self.network == "namespace" else "none"
+
 
 @dataclass(frozen=True, slots=True)
 class _Payload:
     mode: TestType
     code: str
     setup: str
-    tests: tuple[str, ...]
+    tests: tuple[dict[str, Any], ...]
     assert_s: float | None
+    stop: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,23 +209,27 @@ class _Run:
     events: list[dict[str, Any]]
     stdout: bytes
     stderr: bytes
-    limit: Literal["timeout", "output_limit"] | None
+    limit: Literal["timeout", "output_limit", "stopped"] | None
     status: int | None  # the candidate's wait status, from the monitor
+    wall_s: float = 0.0
+    cpu_s: float = 0.0  # every process of the run (from the launcher)
 
     def event(self, name: str) -> dict[str, Any] | None:
         return next((ev for ev in self.events if ev["ev"] == name), None)
 
 
 def run_tests(code: str, tests: Sequence[TestSpec], *, test_type: TestType, setup_code: str = "",
-              limits: Limits = Limits(), stop_at_first_failure: bool = False) -> ExecResult:
+              limits: Limits = Limits(), stop_at_first_failure: bool = False,
+              budget: SandboxBudget | None = None) -> ExecResult:
     """Run ``code`` on ``tests``; never raises for anything the program does.
 
     Functional: one process runs ``setup_code``, the program and every assert (each counted on its own).
     Stdin: each test is a fresh process fed ``input``; stdout is compared with ``outputs_match``.
     ``status`` is the kind of the first failure in order (program, then tests); a test in progress when a
-    limit hit, and every test after it, fails with that limit's kind.
+    limit hit, and every test after it, fails with that limit's kind. ``stop_at_first_failure``: no test runs
+    after the first that fails. ``budget``: runs stop (``budget_exceeded``) when it is spent.
     """
-    return _execute(SandboxJob(code, tests, test_type, setup_code, limits, stop_at_first_failure))
+    return _execute(SandboxJob(code, tests, test_type, setup_code, limits, stop_at_first_failure, budget))
 
 
 def run_many(jobs: Sequence[SandboxJob], *, workers: int) -> list[ExecResult]:
@@ -241,6 +295,12 @@ def network_isolation() -> NetworkIsolation:
     return host.network
 
 
+def isolation() -> Isolation:
+    """Which isolation runs get on this machine (probed once)."""
+    host = sandbox_host()
+    return "unavailable" if host is None else host.isolation
+
+
 def __getattr__(name: str) -> NetworkIsolation:  # NETWORK_ISOLATION, probed lazily on first access
     if name == "NETWORK_ISOLATION":
         return network_isolation()
@@ -265,7 +325,8 @@ def _detect_host() -> SandboxHost | None:
     root = os.geteuid() == 0
     namespaces = sandbox_runner.CLONE_NEWNET | sandbox_runner.CLONE_NEWPID
     namespaces |= 0 if root else sandbox_runner.CLONE_NEWUSER
-    modes: tuple[tuple[int, NetworkIsolation], ...] = ((namespaces, "namespace"), (0, "guard"))
+    modes: tuple[tuple[int, NetworkIsolation], ...] = ((namespaces | sandbox_runner.CLONE_NEWNS, "namespace"),
+                                                       (namespaces, "namespace"), (0, "guard"))
     for flags, network in modes:
         for exe in _interpreters(root):
             # another build of the same X.Y (same ABI) gets the caller's packages, as sys.executable would
@@ -274,8 +335,10 @@ def _detect_host() -> SandboxHost | None:
             with _uid_lease(host) as uid:
                 run = _spawn(host, uid, _PROBE, Limits(), 10.0, None)
             if run.event("done") is not None:
-                logger.info("sandbox: %s (+ %s), network isolation %s, own uid per run: %s", exe, site_dirs, network,
-                            root)
+                log = logger.info if host.isolation == "full" else logger.error
+                log("sandbox: %s (+ %s), isolation %s (network %s), own uid per run: %s%s", exe, site_dirs,
+                    host.isolation, network, root, "" if host.isolation == "full" else
+                    " -- DEGRADED: runs share the host's /tmp, /dev/shm, /proc and filesystem view")
                 return host
             logger.info("sandbox probe failed (%s, %s): %s", exe, network, _terminal(run)[1])
     logger.error("sandbox: no interpreter/isolation combination works; every run will be sandbox_error")
@@ -290,22 +353,54 @@ def _execute(job: SandboxJob) -> ExecResult:
     host = sandbox_host()
     if host is None:
         return _result("sandbox_error", n, 0, start, "the sandbox is unavailable on this machine", None)
+    if (wall_s := _budgeted(job, job.limits.wall_s if want == "assert" else job.limits.per_test_s)) is None:
+        return _result("budget_exceeded", n, 0, start, "the request's sandbox budget is spent", None)
     with _uid_lease(host) as uid:
         if job.test_type == "stdin":
             return _execute_stdin(host, uid, job, start)
-        payload = _Payload("functional", job.code, job.setup_code, tuple(t.code or "" for t in job.tests),
-                           job.limits.assert_s)
-        run = _spawn(host, uid, payload, job.limits, job.limits.wall_s, None)
-    status, n_passed, failure = _judge_functional(run, n)
-    return _result(status, n, n_passed, start, failure, run)
+        judged = [judge_test(t.code or "") for t in job.tests]
+        payload = _Payload("functional", job.code, job.setup_code, tuple(t.payload() for t in judged),
+                           job.limits.assert_s, job.stop_at_first_failure)
+        stop = _stop_at_failure(judged) if job.stop_at_first_failure else None
+        run = _spawn(host, uid, payload, job.limits, wall_s, None, stop)
+    _charge(job, run)
+    status, n_passed, failure = _judge_functional(run, judged, stop_at_first_failure=job.stop_at_first_failure)
+    return _result(status, n, n_passed, start, failure, run, [run])
+
+
+def _budgeted(job: SandboxJob, wall_s: float) -> float | None:
+    """The wall limit of the job's next run within its budget; None when the budget is spent."""
+    if job.budget is None:
+        return wall_s
+    left = job.budget.left()
+    return None if left <= 0.05 else min(wall_s, left)
+
+
+def _charge(job: SandboxJob, run: _Run) -> None:
+    if job.budget is not None:
+        job.budget.charge(max(run.wall_s, run.cpu_s))
+
+
+def _stop_at_failure(judged: Sequence[JudgedTest]) -> Callable[[dict[str, Any]], bool]:
+    """The judge's early stop: a failing test (as judged here, values included) ends the run."""
+    def failed(ev: dict[str, Any]) -> bool:
+        i = ev.get("i")
+        return ev["ev"] == "test" and isinstance(i, int) and 0 <= i < len(judged) and not verdict(judged[i], ev)[0]
+    return failed
 
 
 def _execute_stdin(host: SandboxHost, uid: int | None, job: SandboxJob, start: float) -> ExecResult:
     payload = _Payload("stdin", job.code, job.setup_code, (), None)
     status: Status = "passed"
-    n_passed, failure, shown = 0, None, None
+    n_passed, failure, shown, runs = 0, None, None, []
     for i, test in enumerate(job.tests):
-        run = _spawn(host, uid, payload, job.limits, job.limits.per_test_s, (test.input or "").encode())
+        if (wall_s := _budgeted(job, job.limits.per_test_s)) is None:
+            if status == "passed":
+                status, failure = "budget_exceeded", f"test {i}: the request's sandbox budget is spent"
+            break
+        run = _spawn(host, uid, payload, job.limits, wall_s, (test.input or "").encode())
+        _charge(job, run)
+        runs.append(run)
         kind, why = _judge_stdin(run, test.output or "")
         if kind == "passed":
             n_passed += 1
@@ -315,16 +410,18 @@ def _execute_stdin(host: SandboxHost, uid: int | None, job: SandboxJob, start: f
             status, failure, shown = kind, why if kind in ("syntax_error", "sandbox_error") else f"test {i}: {why}", run
         if job.stop_at_first_failure or kind in ("syntax_error", "sandbox_error"):
             break
-    return _result(status, len(job.tests), n_passed, start, failure, shown)
+    return _result(status, len(job.tests), n_passed, start, failure, shown, runs)
 
 
-def _result(status: Status, n: int, n_passed: int, start: float, failure: str | None, run: _Run | None) -> ExecResult:
+def _result(status: Status, n: int, n_passed: int, start: float, failure: str | None, run: _Run | None,
+            runs: Sequence[_Run] = ()) -> ExecResult:
     def tail(data: bytes) -> str:
         return data[-_TAIL:].decode("utf-8", errors="replace")
 
     return ExecResult(status, status == "passed", n, n_passed, round(time.monotonic() - start, 4),
                       failure[:_TAIL // 4] if failure else None,
-                      tail(run.stdout) if run else "", tail(run.stderr) if run else "")
+                      tail(run.stdout) if run else "", tail(run.stderr) if run else "",
+                      round(sum(r.cpu_s for r in runs), 4), round(sum(max(r.wall_s, r.cpu_s) for r in runs), 4))
 
 
 def _status(kind: object) -> Status:
@@ -337,6 +434,8 @@ def _terminal(run: _Run) -> tuple[Status, str]:
         return "timeout", "time limit exceeded"
     if run.limit == "output_limit":
         return "output_limit", "output limit exceeded"
+    if run.limit == "stopped":
+        return "killed", "stopped after a failed test"
     if (ev := run.event("sandbox_error")) is not None:
         return "sandbox_error", str(ev.get("msg"))
     if run.status is None:
@@ -365,20 +464,26 @@ def _early_failure(run: _Run) -> tuple[Status, str] | None:
     return None if solution.get("ok") is True else (_status(solution.get("kind")), f"program: {solution.get('msg')}")
 
 
-def _judge_functional(run: _Run, n_tests: int) -> tuple[Status, int, str | None]:
-    tests: dict[int, dict[str, Any]] = {}
+def _judge_functional(run: _Run, judged: Sequence[JudgedTest], *,
+                      stop_at_first_failure: bool = False) -> tuple[Status, int, str | None]:
+    """Each test's verdict: a value test's from the value it reported (``sandbox_judge``), a code test's as
+    reported; the first failure in order decides the status. Stopping at the first failure, tests after it
+    do not count even when the runner got to them before the judge stopped it."""
+    n_tests = len(judged)
+    tests: dict[int, tuple[bool, str, str]] = {}
     for ev in run.events:
-        if ev["ev"] == "test" and isinstance(ev.get("i"), int) and 0 <= ev["i"] < n_tests:
-            tests.setdefault(ev["i"], ev)
+        if ev["ev"] == "test" and isinstance(ev.get("i"), int) and 0 <= ev["i"] < n_tests and ev["i"] not in tests:
+            tests[ev["i"]] = verdict(judged[ev["i"]], ev)
     if (early := _early_failure(run)) is not None:
         return early[0], 0, early[1]
-    n_passed = sum(ev.get("ok") is True for ev in tests.values())
+    n_passed = sum(ok for ok, _, _ in tests.values())
     for i in range(n_tests):
         if (test := tests.get(i)) is None:
             kind, why = _terminal(run)
             return kind, n_passed, f"test {i}: {why}"
-        if test.get("ok") is not True:
-            return _status(test.get("kind")), n_passed, f"test {i}: {test.get('msg')}"
+        if not test[0]:
+            n_passed = i if stop_at_first_failure else n_passed
+            return _status(test[1]), n_passed, f"test {i}: {test[2]}"
     if run.event("done") is None:
         kind, why = _terminal(run)
         return kind, n_passed, why
@@ -471,7 +576,8 @@ class _Zygote:
         self.process: subprocess.Popen[bytes] | None = None
 
     def launch(self, cfg: dict[str, Any], fds: list[int]) -> tuple[int, int]:
-        """Fork a launcher for one run with ``fds`` (stdin, stdout, stderr, result) -> (pid, pidfd)."""
+        """Fork a launcher for one run with ``fds`` (stdin, stdout, stderr, result, payload, control)
+        -> (pid, pidfd)."""
         request = json.dumps({"op": "run", **cfg}).encode()
         with self._lock:
             for attempt in range(2):
@@ -522,21 +628,22 @@ def _zygote(host: SandboxHost) -> _Zygote:
 
 
 def _spawn(host: SandboxHost, uid: int | None, payload: _Payload, limits: Limits, wall_s: float,
-           stdin: bytes | None) -> _Run:
-    """One run in a fresh temp dir; the process tree and the dir are gone when this returns."""
-    run_dir = tempfile.mkdtemp(prefix="dreamprm-sbx-")
+           stdin: bytes | None, stop: Callable[[dict[str, Any]], bool] | None = None) -> _Run:
+    """One run in its private root (full isolation: a tmpfs that dies with the run's mount namespace), or else in
+    a fresh temp dir; the process tree and the dir are gone when this returns. ``stop``: a runner event that
+    ends the run early."""
+    run_dir = None if host.isolation == "full" else tempfile.mkdtemp(prefix="dreamprm-sbx-")
+    started = time.monotonic()
     try:
         nonce = secrets.token_hex(16)
-        payload_path = os.path.join(run_dir, sandbox_runner.PAYLOAD_NAME)
-        Path(payload_path).write_text(json.dumps({**asdict(payload), "nonce": nonce, "guard": host.network == "guard"}))
-        if uid is not None:
+        data = json.dumps({**asdict(payload), "nonce": nonce, "guard": host.network == "guard"}).encode()
+        if uid is not None and run_dir is not None:
             os.chown(run_dir, uid, uid)
-            os.chown(payload_path, uid, uid)
-        pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, results
+        pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, results, control
         try:
-            with _stdin_fd(stdin) as in_fd:
-                pid, pidfd = _zygote(host).launch(_run_config(host, uid, run_dir, limits, wall_s),
-                                                  [in_fd, *(w for _, w in pipes)])
+            with _data_fd(stdin) as in_fd, _data_fd(data) as payload_fd:
+                fds = [in_fd, pipes[0][1], pipes[1][1], pipes[2][1], payload_fd, pipes[3][1]]
+                pid, pidfd = _zygote(host).launch(_run_config(host, uid, run_dir, limits, wall_s), fds)
         except BaseException as exc:
             for r, _ in pipes:
                 os.close(r)
@@ -548,24 +655,39 @@ def _spawn(host: SandboxHost, uid: int | None, payload: _Payload, limits: Limits
                 os.close(w)
         run = None
         try:
-            run = _collect([r for r, _ in pipes], pidfd, nonce, limits.max_output_bytes, wall_s)
+            run = _collect([r for r, _ in pipes], pidfd, nonce, limits.max_output_bytes, wall_s, stop)
         finally:
             for r, _ in pipes:
                 os.close(r)
             _end_tree(host, pid, pidfd, uid, finished=run is not None and run.limit is None)
-        return run
+        return dataclasses.replace(run, wall_s=time.monotonic() - started)
     finally:
-        shutil.rmtree(run_dir, onerror=_force_remove)
+        if run_dir is not None:
+            shutil.rmtree(run_dir, onerror=_force_remove)
 
 
-def _run_config(host: SandboxHost, uid: int | None, run_dir: str, limits: Limits, wall_s: float) -> dict[str, Any]:
+def _run_config(host: SandboxHost, uid: int | None, run_dir: str | None, limits: Limits,
+                wall_s: float) -> dict[str, Any]:
     cpu, mib = limits.cpu_s or math.ceil(wall_s), 1 << 20
     same = [(resource.RLIMIT_AS, limits.memory_mb * mib), (resource.RLIMIT_NPROC, limits.max_procs),
             (resource.RLIMIT_FSIZE, limits.max_file_mb * mib), (resource.RLIMIT_NOFILE, limits.max_open_files),
             (resource.RLIMIT_CORE, 0)]
     rlimits = [(r, v, v) for r, v in same] + [(resource.RLIMIT_CPU, cpu, cpu + 1)]  # SIGXCPU, then SIGKILL
-    env = _host_env(host) | {"HOME": run_dir, "TMPDIR": run_dir}
-    return {"unshare": host.unshare_flags, "uid": uid, "rlimits": rlimits, "cwd": run_dir, "env": env}
+    if run_dir is not None:
+        env = _host_env(host) | {"HOME": run_dir, "TMPDIR": run_dir}
+        return {"unshare": host.unshare_flags, "uid": uid, "rlimits": rlimits, "cwd": run_dir, "env": env}
+    filesystem = {"binds": [*SYSTEM_PATHS, *host.site_dirs], "tmp_mb": limits.tmp_mb, "tmp_inodes": limits.tmp_inodes,
+                  "shm_mb": limits.shm_mb, "shm_inodes": limits.shm_inodes}
+    env = _host_env(host) | {"HOME": "/tmp", "TMPDIR": "/tmp"}
+    return {"unshare": host.unshare_flags, "uid": uid, "rlimits": rlimits, "cwd": "/tmp", "env": env,
+            "root": str(_mount_point()), "filesystem": filesystem}
+
+
+def _mount_point() -> Path:
+    """Where each run mounts its private root, in its own mount namespace (so runs share the empty dir)."""
+    path = _lock_dir() / "root"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
 
 
 def _host_env(host: SandboxHost) -> dict[str, str]:
@@ -573,7 +695,7 @@ def _host_env(host: SandboxHost) -> dict[str, str]:
 
 
 @contextmanager
-def _stdin_fd(data: bytes | None) -> Iterator[int]:
+def _data_fd(data: bytes | None) -> Iterator[int]:
     """A read-only fd on an unlinked file holding ``data`` (or on /dev/null)."""
     if data is None:
         fd = os.open(os.devnull, os.O_RDONLY)
@@ -588,12 +710,13 @@ def _stdin_fd(data: bytes | None) -> Iterator[int]:
         os.close(fd)
 
 
-def _collect(fds: list[int], pidfd: int, nonce: str, cap: int, wall_s: float) -> _Run:
-    """Read stdout, stderr and the result pipe until EOF, the wall limit or the output cap."""
-    out, err, res_fd = fds
-    bufs = {out: bytearray(), err: bytearray(), res_fd: bytearray()}
-    limit: Literal["timeout", "output_limit"] | None = None
-    deadline, exited_at = time.monotonic() + wall_s, math.inf
+def _collect(fds: list[int], pidfd: int, nonce: str, cap: int, wall_s: float,
+             stop: Callable[[dict[str, Any]], bool] | None = None) -> _Run:
+    """Read stdout, stderr, the result and control pipes until EOF, the wall limit, the output cap or ``stop``."""
+    out, err, res_fd, ctl_fd = fds
+    bufs = {out: bytearray(), err: bytearray(), res_fd: bytearray(), ctl_fd: bytearray()}
+    limit: Literal["timeout", "output_limit", "stopped"] | None = None
+    deadline, exited_at, seen = time.monotonic() + wall_s, math.inf, 0
     with selectors.DefaultSelector() as sel:
         for fd in (*bufs, pidfd):
             sel.register(fd, selectors.EVENT_READ)
@@ -613,11 +736,16 @@ def _collect(fds: list[int], pidfd: int, nonce: str, cap: int, wall_s: float) ->
                 bufs[key.fd] += chunk
                 if not chunk:
                     sel.unregister(key.fd)
-            if len(bufs[out]) + len(bufs[err]) > cap or len(bufs[res_fd]) > _RESULT_CAP:
+            if len(bufs[out]) + len(bufs[err]) > cap or len(bufs[res_fd]) + len(bufs[ctl_fd]) > _RESULT_CAP:
                 limit = "output_limit"
                 break
-    events, status = sandbox_runner.parse_events(bytes(bufs[res_fd]), nonce)
-    return _Run(events, bytes(bufs[out][:cap]), bytes(bufs[err][:cap]), limit, status)
+            if stop is not None and (end := bufs[res_fd].rfind(b"\n") + 1) > seen:
+                lines, seen = bytes(bufs[res_fd][seen:end]), end
+                if any(ev.get("nonce") == nonce and stop(ev) for ev in sandbox_runner.parse_lines(lines)):
+                    limit = "stopped"
+                    break
+    events, status, cpu = sandbox_runner.parse_events(bytes(bufs[res_fd]), bytes(bufs[ctl_fd]), nonce)
+    return _Run(events, bytes(bufs[out][:cap]), bytes(bufs[err][:cap]), limit, status, cpu_s=cpu)
 
 
 def _exited(pidfd: int, timeout: float | None) -> bool:

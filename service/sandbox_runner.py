@@ -2,35 +2,46 @@
 
 Stdlib only and self-contained: the parent passes this file's source to ``python -c``, so it must never
 import ``service`` (or anything outside the stdlib). Nothing runs on import; the ``__main__`` block dispatches.
-``zygote_argv`` and ``parse_events`` are the parent's half of the protocol, kept next to the child's half.
+``zygote_argv``, ``parse_events`` and ``encode_value`` are shared with the parent (``sandbox``, ``sandbox_judge``).
 
 ``zygote FD`` (the sandbox interpreter, as the caller's user, started once per caller process with a minimal
-environment): a fork server. Per run it forks a *launcher*: own session, the run's stdio, new network + PID
-namespaces (plus a user namespace when not root), then the *monitor* (PID 1 of the new namespace), which forks
-the *candidate*: rlimits, drop to the sandbox uid with no groups, parent-death signal, the run's cwd and
-environment, then the payload runs in that same, already initialised interpreter (no exec: two interpreter
-starts per run saved; every run is a fresh copy-on-write fork of a zygote that never runs untrusted code).
-The monitor reaps, reports the candidate's wait status and exits, which makes the kernel kill everything left
-in the namespace. The runner (``run``) loads and deletes the payload file, optionally installs the socket
-guard, compiles and runs the program, runs each test, and reports JSON lines tagged with the payload's nonce
-on the inherited result pipe; the program's own stdout/stderr never carry results.
+environment): a fork server. Per run it forks a *launcher*: own session, the run's fds (stdio; result, payload
+and control pipes on 3-5), new mount + network + PID namespaces (plus a user namespace when not root), then
+the *monitor* (PID 1 of the new namespace), which builds the run's private root (``_private_root``) and forks
+the *candidate*: rlimits, drop to the sandbox uid with no groups (no capabilities in a user namespace),
+no_new_privs, parent-death signal, the run's cwd and environment, the control pipe closed; then the payload
+runs in that same, already initialised interpreter (no exec: every run is a fresh copy-on-write fork of a
+zygote that never runs untrusted code). The monitor reaps, reports the candidate's wait status on the control
+pipe and exits, which makes the kernel kill everything left in the namespace; the launcher then reports the
+whole tree's CPU time. The runner (``run``) reads the payload from its fd (closed before the program runs),
+optionally installs the socket guard, compiles and runs the program, runs each test (an ``expr`` test reports
+only its value; the judge outside compares it), and reports JSON lines tagged with the payload's nonce on the
+result pipe; the program's own stdout/stderr never carry results.
 """
 
 from __future__ import annotations
 
 import builtins
 import ctypes
+import fcntl
 import json
+import numbers  # imported here, in the fork server: a run's uid may not reach the stdlib
 import os
 import resource
 import signal
 import sys
 from typing import Any, NoReturn
 
-PAYLOAD_NAME = ".sandbox_payload.json"
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-_PR_SET_PDEATHSIG = 1
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 1, 4, 38
 _MSG_CAP = 300
+# the launcher arranges the run's fds as: 0-2 stdio, then these (see ``_launch``)
+RESULT_FD, PAYLOAD_FD, CONTROL_FD = 3, 4, 5
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 1, 2, 4, 8, 32
+_MS_NOATIME, _MS_NODIRATIME, _MS_BIND, _MS_REC, _MS_PRIVATE, _MS_RELATIME = 1024, 2048, 4096, 16384, 1 << 18, 1 << 21
+_MNT_DETACH = 2
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+_DEVICES = ("null", "zero", "full", "random", "urandom")
 
 
 def zygote_argv(exe: str, sock_fd: int) -> list[str]:
@@ -39,25 +50,36 @@ def zygote_argv(exe: str, sock_fd: int) -> list[str]:
         return [exe, "-s", "-P", "-c", fh.read(), "zygote", str(sock_fd)]
 
 
-def parse_events(data: bytes, nonce: str) -> tuple[list[dict[str, Any]], int | None]:
-    """Runner events that carry ``nonce``, launcher errors, and the monitor's last exit report (a wait status).
-
-    Launcher and monitor events are unsigned (their command line is world-readable); forging them can only
-    turn a failure into another kind of failure.
-    """
-    events, status = [], None
+def parse_lines(data: bytes) -> list[dict[str, Any]]:
+    """The well-formed JSON event lines of ``data`` (anything else is skipped)."""
+    events = []
     for line in data.splitlines():
         try:
             ev = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(ev, dict) or not isinstance(ev.get("ev"), str):
-            continue
+        if isinstance(ev, dict) and isinstance(ev.get("ev"), str):
+            events.append(ev)
+    return events
+
+
+def parse_events(results: bytes, control: bytes, nonce: str) -> tuple[list[dict[str, Any]], int | None, float]:
+    """Runner events that carry ``nonce``; the control pipe's launch errors, the candidate's wait status (from
+    the monitor) and the run's CPU seconds (from the launcher).
+
+    The control pipe is written only by the launcher and the monitor, which never run the program (the
+    candidate closes its end before the program starts), so a program cannot forge its exit or usage.
+    """
+    events = [ev for ev in parse_lines(results) if ev.get("nonce") == nonce and ev["ev"] != "sandbox_error"]
+    status, cpu = None, 0.0
+    for ev in parse_lines(control):
         if ev["ev"] == "exit" and isinstance(ev.get("status"), int):
             status = ev["status"]
-        elif ev["ev"] == "sandbox_error" or ev.get("nonce") == nonce:
+        elif ev["ev"] == "usage" and isinstance(ev.get("cpu"), float):
+            cpu = ev["cpu"]
+        elif ev["ev"] == "sandbox_error":
             events.append(ev)
-    return events, status
+    return events, status, cpu
 
 
 def proc_status(pid: str) -> dict[str, str] | None:
@@ -116,9 +138,16 @@ def _map_own_ids() -> None:
         fh.write(f"{gid} {gid} 1")
 
 
+def _drop_capabilities(libc: ctypes.CDLL) -> None:
+    """No capabilities at all (in a user namespace the candidate would otherwise hold them all there)."""
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = (ctypes.c_uint32 * 6)()
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
 def _become_candidate(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
-    """Rlimits, the sandbox uid, the run's cwd and environment; then this process runs the payload."""
-    res_fd = cfg["result_fd"]
+    """Rlimits, the sandbox uid, no capabilities, the run's cwd and environment; then it runs the payload."""
     try:
         for res, soft, hard in cfg["rlimits"]:
             if res == resource.RLIMIT_NPROC and cfg["uid"] is None:  # it counts all the caller's tasks
@@ -130,46 +159,130 @@ def _become_candidate(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
             os.setuid(cfg["uid"])
         if 0 in (os.getuid(), os.geteuid()):  # never run a program as root, whatever the caller asked
             raise PermissionError("refusing to run the program as root")
+        if cfg["unshare"] & CLONE_NEWUSER:
+            _drop_capabilities(libc)
+        libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
         os.chdir(cfg["cwd"])
         os.environ.clear()
         os.environ.update(cfg["env"])
     except BaseException as exc:  # noqa: BLE001 - report anything
-        _fail(res_fd, "exec", exc)
-    run(res_fd)
+        _fail(CONTROL_FD, "exec", exc)
+    os.close(CONTROL_FD)  # the program must not reach the trusted channel
+    run(RESULT_FD)
+
+
+def _mount(libc: ctypes.CDLL, source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    if libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(), ctypes.c_ulong(flags),
+                  data and data.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype or source} on {target}: {os.strerror(err)}")
+
+
+def _locked_flags(path: str) -> int:
+    """The flags a read-only bind of ``path`` must keep (a user namespace may not clear the host's)."""
+    have = os.statvfs(path).f_flag
+    flags = have & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_NOATIME | _MS_NODIRATIME)
+    return flags | (_MS_RELATIME if have & 4096 else 0)  # ST_RELATIME
+
+
+def _bind(libc: ctypes.CDLL, root: str, path: str, writable: bool = False) -> None:
+    """``path`` of the host, read-only, at the same place under ``root`` (a symlink stays a symlink)."""
+    target = root + path
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    if os.path.islink(path):
+        os.symlink(os.readlink(path), target)
+        return
+    if os.path.isdir(path):
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    else:
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    _mount(libc, path, target, None, _MS_BIND | _MS_REC)
+    read_only = 0 if writable else _MS_RDONLY
+    _mount(libc, None, target, None, _MS_BIND | _MS_REMOUNT | read_only | _MS_NOSUID | _locked_flags(path))
+
+
+def _tmpfs(libc: ctypes.CDLL, target: str, mb: float, inodes: int, mode: str, extra: int = 0) -> None:
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    size = max(4096, int(mb * (1 << 20)))
+    options = f"size={size},nr_inodes={inodes},mode={mode}"
+    _mount(libc, "tmpfs", target, "tmpfs", _MS_NOSUID | _MS_NODEV | extra, options)
+
+
+def _private_root(cfg: dict[str, Any], libc: ctypes.CDLL) -> None:
+    """In the run's own mount namespace: a read-only view (system dirs, the interpreter, its packages), a
+    private size- and inode-limited ``/tmp`` and ``/dev/shm``, a minimal ``/dev``, ``/proc`` of the run's PID
+    namespace; then the host's tree is detached. Everything is gone when the namespace's last process is."""
+    fs, root = cfg["filesystem"], cfg["root"]
+    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing of ours propagates to the host
+    _tmpfs(libc, root, 1, 4096, "0755")
+    for path in fs["binds"]:
+        if os.path.lexists(path):
+            _bind(libc, root, path)
+    _tmpfs(libc, root + "/tmp", fs["tmp_mb"], fs["tmp_inodes"], "1777")
+    _tmpfs(libc, root + "/dev", 0.0625, 64, "0755", _MS_NOEXEC)
+    for name in _DEVICES:
+        _bind(libc, root, "/dev/" + name, writable=True)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{name}")
+    _tmpfs(libc, root + "/dev/shm", fs["shm_mb"], fs["shm_inodes"], "1777", _MS_NOEXEC)
+    os.makedirs(root + "/proc", mode=0o555)
+    _mount(libc, "proc", root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    os.mkdir(root + "/.old")
+    if libc.syscall(_SYS_PIVOT_ROOT[os.uname().machine], root.encode(), (root + "/.old").encode()) != 0:
+        raise OSError(ctypes.get_errno(), "pivot_root")
+    os.chdir("/")
+    if libc.umount2(b"/.old", _MNT_DETACH) != 0:
+        raise OSError(ctypes.get_errno(), "umount /.old")
+    os.rmdir("/.old")
+    _mount(libc, None, "/", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
 
 
 def _monitor(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
-    res_fd = cfg["result_fd"]
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the launcher (and so takes the namespace down)
+    libc.prctl(_PR_SET_DUMPABLE, 0)  # its /proc entries (fds: the control pipe) stay closed to the candidate
     try:
+        if cfg.get("filesystem"):
+            _private_root(cfg, libc)
         pid = os.fork()
     except BaseException as exc:  # noqa: BLE001 - report anything
-        _fail(res_fd, "fork", exc)
+        _fail(CONTROL_FD, "namespaces" if cfg.get("filesystem") else "fork", exc)
     if pid == 0:
         _become_candidate(cfg, libc)
     _quiet_stdio()
+    os.close(RESULT_FD)
+    os.close(PAYLOAD_FD)
     while True:  # as PID 1 we also reap orphans; stop when the candidate itself is done
         done, status = os.wait()
         if done == pid:
             break
-    _write_event(res_fd, {"ev": "exit", "status": status})
+    _write_event(CONTROL_FD, {"ev": "exit", "status": status})
     os._exit(0)
 
 
+def _arrange_fds(fds: list[int]) -> None:
+    """stdio on 0-2, the result, payload and control fds on 3-5, nothing else open."""
+    stdin, stdout, stderr, *rest = fds
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1 << 12) for fd in rest]
+    for fd, target in zip(high, (RESULT_FD, PAYLOAD_FD, CONTROL_FD), strict=True):
+        os.dup2(fd, target)
+    os.closerange(CONTROL_FD + 1, 1 << 16)  # the zygote's socket, the originals and anything else it held
+
+
 def _launch(cfg: dict[str, Any], fds: list[int], zygote_pid: int) -> NoReturn:
-    """In a fresh fork of the zygote: its own session and stdio, namespaces, then monitor -> candidate."""
-    stdin, stdout, stderr, res_fd = fds
+    """In a fresh fork of the zygote: its own session and stdio, namespaces, then monitor -> candidate; it
+    reports the whole tree's CPU time on the control pipe once the monitor (and with it the tree) is gone."""
     try:
         os.setsid()
-        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-            os.dup2(fd, target)
-        os.closerange(3, res_fd)
-        os.closerange(res_fd + 1, 1 << 16)  # the zygote's socket and anything else it held
-        cfg["result_fd"] = res_fd
+        _arrange_fds(fds)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote died (its caller is gone): take all down
+        libc.prctl(_PR_SET_DUMPABLE, 0)
         if os.getppid() != zygote_pid:
             raise ProcessLookupError("the zygote is gone")
         if cfg["unshare"] and libc.unshare(cfg["unshare"]) != 0:
@@ -178,29 +291,51 @@ def _launch(cfg: dict[str, Any], fds: list[int], zygote_pid: int) -> NoReturn:
             _map_own_ids()
         pid = os.fork()
     except BaseException as exc:  # noqa: BLE001 - report anything
-        _fail(res_fd, "namespaces", exc)
+        _fail(CONTROL_FD, "namespaces", exc)
     if pid == 0:
         _monitor(cfg, libc)
     _quiet_stdio()
-    os.close(res_fd)
+    os.close(RESULT_FD)
+    os.close(PAYLOAD_FD)
     os.waitpid(pid, 0)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the monitor and all it reaped (the whole tree)
+    _write_event(CONTROL_FD, {"ev": "usage", "cpu": float(usage.ru_utime + usage.ru_stime)})
     os._exit(0)
+
+
+def outermost(paths: list[str]) -> list[str]:
+    """``paths`` without duplicates and without those inside another one (sorted)."""
+    kept: list[str] = []
+    for path in sorted({os.path.normpath(p) for p in paths if p.startswith("/")}):
+        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    return kept
+
+
+def _interpreter_paths() -> list[str]:
+    """This interpreter's stdlib and package dirs, and its ``PYTHONPATH`` (what a forked candidate imports from)."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    found = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    found += os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    return [p for p in found if p and os.path.isdir(p)]
 
 
 def zygote(sock_fd: int) -> NoReturn:
     """The fork server: one single-threaded, pristine interpreter that forks a launcher per run.
 
-    Requests on the SOCK_SEQPACKET socket: ``{"op": "run", **cfg}`` with the run's stdin, stdout, stderr
-    and result fds attached, answered with ``{"pid": launcher_pid}`` and a pidfd of the launcher; and
-    ``{"op": "reap", "pid": pid}`` (no answer) once the caller has seen the launcher exit, so a launcher's
+    Requests on the SOCK_SEQPACKET socket: ``{"op": "run", **cfg}`` with the run's stdin, stdout, stderr,
+    result, payload and control fds attached, answered with ``{"pid": launcher_pid}`` and a pidfd of the
+    launcher; and ``{"op": "reap", "pid": pid}`` (no answer) once the caller has seen the launcher exit, so a launcher's
     pid (its process group id) is never recycled while the caller may still signal it. EOF: the caller is
     gone, so we exit, and every launcher follows (parent-death signal). Needs Linux >= 5.3 (pidfd).
     """
     import socket
 
-    sock, me = socket.socket(fileno=sock_fd), os.getpid()
+    sock, me, own = socket.socket(fileno=sock_fd), os.getpid(), _interpreter_paths()
     while True:
-        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 6)
         if not msg:
             os._exit(0)
         request = json.loads(msg)
@@ -210,6 +345,8 @@ def zygote(sock_fd: int) -> NoReturn:
             except ChildProcessError:  # not ours: the caller sent it to the zygote that replaced ours
                 pass
             continue
+        if request.get("filesystem"):
+            request["filesystem"]["binds"] = outermost([*request["filesystem"]["binds"], *own])
         pid = os.fork()
         if pid == 0:
             _launch(request, fds, me)
@@ -260,18 +397,55 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise _TestTimeout("test time budget exceeded")
 
 
-def _run_test(code: str, ns: dict[str, Any], budget: float | None) -> tuple[bool, str, str]:
+def _run_test(test: dict[str, Any], ns: dict[str, Any], budget: float | None) -> dict[str, Any]:
+    """One test: a ``code`` test reports ok/kind; an ``expr`` test reports only its value (judged outside)."""
     if budget:
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, budget)
     try:
-        exec(compile(code, "test.py", "exec", dont_inherit=True), ns)
-        return True, "passed", ""
+        if "expr" in test:
+            value = eval(compile(test["expr"], "test.py", "eval", dont_inherit=True), ns)
+            if budget:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            return {"v": bool(value) if test.get("bool") else encode_value(value)}
+        exec(compile(test["code"], "test.py", "exec", dont_inherit=True), ns)
+        return {"ok": True, "kind": "passed", "msg": ""}
     except BaseException as exc:  # noqa: BLE001 - report anything
-        return False, _kind(exc, "wrong_answer"), _describe(exc)
+        return {"ok": False, "kind": _kind(exc, "wrong_answer"),
+                "msg": _describe(exc)}
     finally:
         if budget:
             signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def encode_value(value: Any, depth: int = 0) -> Any:
+    """A JSON form of a plain value that keeps its type (``service.sandbox_judge.decode_value`` reverses it).
+
+    Subclasses of the builtin types become the builtin type; other numbers (numbers.Integral/Real) become
+    int/float; anything else is ``{"opaque": type name}``, which equals no expected value.
+    """
+    if depth > 100:
+        return {"opaque": "nesting deeper than 100"}
+    if value is None or isinstance(value, bool):
+        return None if value is None else bool(value)
+    if isinstance(value, numbers.Integral):
+        number = int(value)
+        return number if abs(number) < 1 << 53 else {"int": hex(number)}
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, complex):
+        return {"complex": [value.real, value.imag]}
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytes": bytes(value).hex()}
+    if isinstance(value, dict):
+        return {"dict": [[encode_value(k, depth + 1), encode_value(v, depth + 1)] for k, v in dict.items(value)]}
+    for kind in (list, tuple, set, frozenset):
+        if isinstance(value, kind):
+            items = [encode_value(v, depth + 1) for v in kind.__iter__(value)]  # type: ignore[arg-type]
+            return items if kind is list else {kind.__name__: items}
+    return {"opaque": type(value).__name__[:_MSG_CAP]}
 
 
 def _print_traceback(exc: BaseException) -> None:
@@ -295,9 +469,8 @@ def _flush_and_exit() -> NoReturn:
 def run(res_fd: int) -> NoReturn:
     """Run the payload's program and tests; one JSON event per phase on ``res_fd``."""
     main_pid = os.getpid()
-    with open(PAYLOAD_NAME, "rb") as fh:
+    with open(PAYLOAD_FD, "rb") as fh:  # the fd closes with it: the program cannot reread its tests
         payload = json.loads(fh.read())
-    os.unlink(PAYLOAD_NAME)
     nonce, stdin_mode = payload.pop("nonce"), payload["mode"] == "stdin"
 
     def emit(ev: str, **fields: Any) -> None:
@@ -328,9 +501,11 @@ def run(res_fd: int) -> NoReturn:
         emit("solution", ok=False, kind=_kind(exc, "runtime_error"), msg=_describe(exc))
         _flush_and_exit()
     emit("solution", ok=True)
-    for i, code in enumerate(payload["tests"]):
-        ok, kind, msg = _run_test(code, ns, payload["assert_s"])
-        emit("test", i=i, ok=ok, kind=kind, msg=msg)
+    for i, test in enumerate(payload["tests"]):
+        outcome = _run_test(test, ns, payload["assert_s"])
+        emit("test", i=i, **outcome)
+        if payload["stop"] and outcome.get("ok") is False:
+            break
     emit("done")
     _flush_and_exit()
 

@@ -128,6 +128,8 @@ class ReadyResponse(BaseModel):
     ready: bool
     model: str | None = None
     detail: str | None = None
+    sandbox: str | None = Field(default=None, description="the sandbox's isolation: full | namespaces | none | "
+                                "unavailable (null while it is being probed)")
 
 
 class ErrorBody(BaseModel):
@@ -174,6 +176,10 @@ class RerankRequest(_Request):
     entry_point: str | None = Field(default=None, max_length=256)
     policy: PolicyOptions | None = None
     public_tests: list[PublicTest] | None = Field(default=None, description="run in the sandbox; passing first")
+    all_test_results: bool = Field(default=False, description="run every public test of a candidate (default: "
+                                   "stop at its first failure; n_passed then counts the tests before it)")
+    sandbox_budget_s: float | None = Field(default=None, gt=0, description="sandbox seconds for this request's "
+                                           "tests (default and maximum: the server's DREAMPRM_SANDBOX_BUDGET_S)")
     aggregation: Aggregation | None = None
 
     @model_validator(mode="after")
@@ -190,7 +196,8 @@ class TestOutcome(BaseModel):
     passed: bool
     n_tests: int
     n_passed: int
-    status: str = Field(description="passed | wrong_answer | runtime_error | timeout | memory | ...")
+    status: str = Field(description="passed | wrong_answer | runtime_error | timeout | memory | output_limit | "
+                        "syntax_error | killed | sandbox_error | budget_exceeded")
 
 
 class RankedCandidate(BaseModel):

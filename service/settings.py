@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     max_candidates: int = Field(default=16, ge=1, description="candidates per rerank (given or generated)")
     max_public_tests: int = Field(default=16, ge=1, description="public tests per rerank")
     sandbox_workers: int = Field(default=2, ge=1, description="public-test runs in parallel")
+    sandbox_per_request: int | None = Field(default=None, ge=1, description="workers one rerank may hold at once "
+                                            "(default: sandbox_workers - 1, at least 1)")
+    sandbox_budget_s: float = Field(default=60.0, gt=0, description="sandbox seconds per rerank (each run charged "
+                                    "max(wall, CPU)); runs past it report budget_exceeded")
+    sandbox_tmp_mb: float = Field(default=64.0, gt=0, description="each run's private /tmp (tmpfs)")
+    sandbox_tmp_inodes: int = Field(default=4096, ge=16, description="files in each run's private /tmp")
+    sandbox_shm_mb: float = Field(default=16.0, gt=0, description="each run's private /dev/shm (tmpfs)")
     test_wall_s: float = Field(default=10.0, gt=0, description="wall limit of one candidate's public tests")
     # auth and logs
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

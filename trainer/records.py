@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 ErrorKind = Literal["passed", "wrong_answer", "runtime_error", "timeout", "memory", "output_limit",
-                    "syntax_error", "killed", "sandbox_error"]
+                    "syntax_error", "killed", "sandbox_error", "budget_exceeded"]
 
 
 class TestCase(BaseModel):

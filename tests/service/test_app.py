@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -191,11 +192,23 @@ async def test_ready_only_after_a_real_warm_up(settings: Settings, fake_model: F
 
 
 def test_ready_turns_false_when_the_worker_stops(client: TestClient) -> None:
-    assert client.get("/ready").json() == {"ready": True, "model": "fake-prm", "detail": None}
+    body = client.get("/ready").json()
+    assert body | {"sandbox": None} == {"ready": True, "model": "fake-prm", "detail": None, "sandbox": None}
     client.portal.call(client.app.state.engine.batcher.aclose)  # type: ignore[attr-defined]
     r = client.get("/ready")
     assert r.status_code == 503 and r.json()["detail"] == "scoring worker stopped"
     assert client.post("/v1/score", json={"problem": "p", "code": "x"}).status_code == 503
+
+
+def test_ready_and_metrics_say_which_sandbox_isolation_is_active(client: TestClient) -> None:
+    from service.sandbox import isolation
+
+    for _ in range(200):  # probed in the background at start-up
+        if (level := client.get("/ready").json()["sandbox"]) is not None:
+            break
+        time.sleep(0.02)
+    assert level == isolation() and level in ("full", "namespaces", "none", "unavailable")
+    assert f'dreamprm_sandbox_isolation{{level="{level}"}} 1.0' in client.get("/metrics").text
 
 
 def test_health_and_ready_report_a_failed_load(tmp_path: Path) -> None:

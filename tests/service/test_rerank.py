@@ -152,12 +152,32 @@ def test_reply_without_code_block_is_scored_as_is(settings: Settings, engine: Sc
     assert r.status_code == 200 and r.json()["ranking"][0]["source"] == "policy"
 
 
+def test_public_tests_stop_at_the_first_failure_unless_all_results_are_asked_for(client: TestClient) -> None:
+    code = "def square(x):\n    return 9\n"
+    tests = [{"code": "assert square(2) == 4"}, {"code": "assert square(3) == 9"}]
+    outcome = [client.post("/v1/rerank", json={"problem": "Square x.", "candidates": [code], "public_tests": tests,
+                                               "all_test_results": every}).json()["ranking"][0]["tests"]
+               for every in (False, True)]
+    assert [o["n_passed"] for o in outcome] == [0, 1] and {o["status"] for o in outcome} == {"wrong_answer"}
+
+
+def test_a_spent_sandbox_budget_is_reported_per_candidate(client: TestClient) -> None:
+    spin = "while True:\n    pass\n"
+    r = client.post("/v1/rerank", json={"problem": PROBLEM, "candidates": [spin, spin], "public_tests": TESTS,
+                                        "sandbox_budget_s": 1})
+    statuses = sorted(c["tests"]["status"] for c in r.json()["ranking"])
+    assert statuses == ["budget_exceeded", "timeout"], r.text
+
+
 @pytest.mark.parametrize(("body", "status", "kind"), [
     ({"problem": PROBLEM}, 400, "invalid_input"),  # no policy configured and no candidates
     ({"problem": PROBLEM, "candidates": [GOOD] * 17}, 413, "input_too_long"),
     ({"problem": PROBLEM, "n": 17}, 413, "input_too_long"),
     ({"problem": PROBLEM, "candidates": [GOOD], "public_tests": TESTS * 9}, 413, "input_too_long"),
     ({"problem": PROBLEM, "candidates": [GOOD], "n": 2}, 422, "validation_error"),
+    ({"problem": PROBLEM, "candidates": [GOOD], "public_tests": TESTS, "sandbox_budget_s": 1e6}, 413,
+     "input_too_long"),  # more sandbox time than the server allows
+    ({"problem": PROBLEM, "candidates": [GOOD], "sandbox_budget_s": 0}, 422, "validation_error"),
     ({"problem": PROBLEM, "candidates": []}, 422, "validation_error"),
     ({"problem": "", "candidates": [GOOD]}, 422, "validation_error"),
     ({"problem": PROBLEM, "candidates": [GOOD], "public_tests": [{"input": "1"}]}, 422, "validation_error"),
