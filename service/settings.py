@@ -47,6 +47,10 @@ class Settings(BaseSettings):
                                       "503 with Retry-After and closed")
     http_max_header_bytes: int = Field(default=16384, ge=1024, le=1 << 20, description="request line + headers; "
                                        "larger heads are answered 400 and closed")
+    split_workers: int = Field(default=2, ge=0, description="processes that split large programs (ast and "
+                               "tree-sitter hold the GIL while parsing); 0: split on a thread")
+    split_offload_bytes: int = Field(default=16384, ge=0, description="programs longer than this are split "
+                                     "in a worker process")
     max_json_depth: int = Field(default=32, ge=4, le=256, description="nesting of arrays/objects in a JSON body")
     # limits per request
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
