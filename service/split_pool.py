@@ -35,7 +35,9 @@ class SplitPool:
         ``InvalidInput`` too (the input crashed it), and the pool is rebuilt for the next request."""
         if len(code) <= self.offload_bytes or self.workers == 0:
             return await asyncio.to_thread(split_code, code, language)
-        executor = self._executor or await asyncio.to_thread(self._get_executor)  # starting it blocks
+        executor = self._executor
+        if executor is None:  # starting the pool blocks (a forkserver, the workers): not on the loop
+            executor = await asyncio.to_thread(self._get_executor)
         try:
             return await asyncio.wrap_future(executor.submit(split_code, code, language))
         except BrokenProcessPool:
