@@ -113,7 +113,7 @@ async def _handle_validation(request: Request, exc: RequestValidationError) -> R
 
 async def _handle_http(request: Request, exc: StarletteHTTPException) -> Response:
     known = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code)
-    err = known(str(exc.detail)) if known else PRMError(str(exc.detail))
+    err = (known or (InvalidInput if exc.status_code < 500 else PRMError))(str(exc.detail))
     if exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
         err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path[:200]}; use {allow}")

@@ -7,6 +7,22 @@ import json
 from typing import Any
 
 import schemathesis
+from hypothesis.internal import lambda_sources
+
+_describe_lambda = lambda_sources.lambda_description
+
+
+def _lambda_description(f: Any) -> str:
+    """CPython 3.11.7's ``ast.parse`` can raise ``SystemError: AST constructor recursion depth mismatch``
+    deep in hypothesis's recursive strategies (when it describes a lambda for a repr): a crash of the
+    generator, not of the server. Describe such a lambda without its source instead."""
+    try:
+        return str(_describe_lambda(f))
+    except SystemError:
+        return "lambda: ..."
+
+
+lambda_sources.lambda_description = _lambda_description
 
 
 @schemathesis.check

@@ -21,6 +21,7 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,r
           "response_headers_conformance,unsupported_method,allow_header_conformance,"
           "request_id_and_error_shape")
 EXAMPLES = int(os.environ.get("DREAMPRM_FUZZ_EXAMPLES", "200"))  # per operation and phase
+SECONDS = int(os.environ.get("DREAMPRM_FUZZ_SECONDS", "150"))  # the run's time budget (CI: ~3 min in all)
 
 
 def test_schemathesis_finds_no_contract_violation(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -31,7 +32,7 @@ def test_schemathesis_finds_no_contract_violation(tiny_checkpoint: Path, tmp_pat
            "DREAMPRM_MAX_PUBLIC_TESTS": "4", "DREAMPRM_SANDBOX_WORKERS": "2"}
     with live_server(tiny_checkpoint, tmp_path / "server.log", **env) as url:
         run = subprocess.run(
-            [st, "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", str(EXAMPLES),
+            [st, "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", str(EXAMPLES), "--max-time", str(SECONDS),
              "--phases", "examples,coverage,fuzzing", "--workers", "2", "--request-timeout", "30",
              "--seed", "14", "--no-shrink", "--suppress-health-check", "all", "--max-failures", "20"],
             env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "NO_COLOR": "1"},
