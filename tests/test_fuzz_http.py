@@ -20,8 +20,8 @@ pytestmark = pytest.mark.fuzz
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
           "response_headers_conformance,unsupported_method,allow_header_conformance,"
           "request_id_and_error_shape")
-EXAMPLES = int(os.environ.get("DREAMPRM_FUZZ_EXAMPLES", "200"))  # per operation and phase
-SECONDS = int(os.environ.get("DREAMPRM_FUZZ_SECONDS", "150"))  # the run's time budget (CI: ~3 min in all)
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))  # per operation and phase
+SECONDS = int(os.environ.get("FUZZ_SECONDS", "150"))  # the run's time budget (CI: ~3 min in all)
 
 
 def test_schemathesis_finds_no_contract_violation(tiny_checkpoint: Path, tmp_path: Path) -> None:
