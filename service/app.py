@@ -14,8 +14,8 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.engine import ScoringEngine
-from service.errors import InvalidInput, NotFound, PRMError, ValidationFailed
-from service.http_middleware import RequestContextMiddleware, error_body
+from service.errors import InvalidInput, InvalidJSON, MethodNotAllowed, NotFound, PRMError, ValidationFailed
+from service.http_middleware import RequestContextMiddleware, error_body, error_headers
 from service.metrics import Metrics
 from service.policy import Policy
 from service.rerank import Reranker, policy_factory
@@ -90,7 +90,8 @@ def create_app(settings: Settings, *, engine: ScoringEngine | None = None, polic
     app.add_exception_handler(Exception, _handle_unexpected)
     routes = {getattr(r, "path", "") for r in router.routes} | {"/docs", "/openapi.json"}
     app.add_middleware(RequestContextMiddleware, api_keys=[k.get_secret_value() for k in settings.api_keys],
-                       max_request_bytes=settings.max_request_bytes, metrics=metrics, routes=routes)
+                       max_request_bytes=settings.max_request_bytes, metrics=metrics, routes=routes,
+                       body_timeout_s=settings.http_body_timeout_s, max_json_depth=settings.max_json_depth)
     return app
 
 
@@ -98,10 +99,9 @@ def _rid(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-def _json(exc: PRMError, request: Request, status: int | None = None) -> Response:
-    headers = {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+def _json(exc: PRMError, request: Request, status: int | None = None,
+          extra: dict[str, str] | None = None) -> Response:
+    headers = {k.decode(): v.decode() for k, v in error_headers(exc)} | (extra or {})
     return Response(error_body(exc, _rid(request)), status_code=status or exc.status_code,
                     headers=headers, media_type="application/json")
 
@@ -113,7 +113,7 @@ async def _handle_prm_error(request: Request, exc: PRMError) -> Response:
 async def _handle_validation(request: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return _json(InvalidInput("request body is not valid JSON"), request)
+        return _json(InvalidJSON("request body is not valid JSON"), request)
     if "json" not in request.headers.get("content-type", "json"):
         return _json(InvalidInput("send the body as JSON with 'Content-Type: application/json'"), request)
     parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors[:5]]
@@ -122,8 +122,12 @@ async def _handle_validation(request: Request, exc: RequestValidationError) -> R
 
 
 async def _handle_http(request: Request, exc: StarletteHTTPException) -> Response:
-    err = NotFound(str(exc.detail)) if exc.status_code == 404 else PRMError(str(exc.detail))
-    return _json(err, request, status=exc.status_code)
+    known = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code)
+    err = (known or (InvalidInput if exc.status_code < 500 else PRMError))(str(exc.detail))
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path[:200]}; use {allow}")
+    return _json(err, request, status=exc.status_code, extra=dict(exc.headers or {}))
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:

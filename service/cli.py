@@ -46,10 +46,9 @@ def serve(checkpoint: CheckpointOpt = None,
           host: Annotated[str | None, typer.Option(help="bind address")] = None,
           port: Annotated[int | None, typer.Option(help="port")] = None) -> None:
     """Serve the HTTP API (settings from DREAMPRM_* variables; options override them)."""
-    import uvicorn
-
     from service.app import create_app
     from service.checkpoints.detect import detect_format
+    from service.http_server import serve as serve_http
     from service.logs import configure_logging
     from service.manifest import read_manifest
 
@@ -70,8 +69,7 @@ def serve(checkpoint: CheckpointOpt = None,
     except PRMError as exc:
         _fail(exc.message)
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1,
-                log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    serve_http(create_app(settings), settings)
 
 
 @app.command()

@@ -38,7 +38,8 @@ from service.schemas import (
     StepScore,
 )
 from service.settings import Settings
-from service.steps import SplitResult, Step, split_code, steps_from_texts
+from service.split_pool import SplitPool
+from service.steps import SplitResult, Step, steps_from_texts
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class ScoringEngine:
                                     max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
                                     metrics=self.metrics, after_forward=HeapTrimmer(settings.heap_trim_s))
         self.max_tokens = min(settings.max_tokens, model.manifest.max_tokens)
+        self.splitter = SplitPool(workers=settings.split_workers, offload_bytes=settings.split_offload_bytes)
         self._warm = False
 
     @classmethod
@@ -112,6 +114,7 @@ class ScoringEngine:
     async def aclose(self) -> None:
         await self.batcher.aclose()
         await self.cache.aclose()
+        self.splitter.close()
 
     @property
     def ready(self) -> bool:
@@ -120,7 +123,7 @@ class ScoringEngine:
     # --- API --------------------------------------------------------------------------------
 
     async def split(self, req: SplitRequest) -> SplitResponse:
-        result = await asyncio.to_thread(self._split, req.code, req.language)
+        result = await self._split(req.code, req.language)
         return SplitResponse(steps=[_step_out(s) for s in result.steps], parsed=result.parsed,
                              language=req.language)
 
@@ -139,7 +142,7 @@ class ScoringEngine:
             raise type(exc)(f"items[{i}]: {exc.message}", retry_after=exc.retry_after) from exc
 
     async def score_item(self, item: ScoreItem, fallback: Aggregation | None = None) -> ScoreResponse:
-        prep = await asyncio.to_thread(self._prepare, item)
+        prep = await self._prepare(item)
         texts = [s.text for s in prep.split.steps]
         hit = await self.cache.get(prep.key)
         self.metrics.cache.labels(self.cache.backend, "hit" if hit else "miss").inc()
@@ -183,20 +186,20 @@ class ScoringEngine:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _split(self, code: str, language: str) -> SplitResult:
-        result = split_code(code, language)
+    async def _split(self, code: str, language: str) -> SplitResult:
+        result = await self.splitter.split(code, language)  # off the event loop (large ones: a process)
         if len(result.steps) > self.settings.max_steps:
             raise InputTooLong(f"code has {len(result.steps)} steps; the limit is {self.settings.max_steps}")
         return result
 
-    def _prepare(self, item: ScoreItem) -> _Prepared:
+    async def _prepare(self, item: ScoreItem) -> _Prepared:
         if item.steps is not None:
             if len(item.steps) > self.settings.max_steps:
                 raise InputTooLong(f"{len(item.steps)} steps given; the limit is {self.settings.max_steps}")
             split = SplitResult(steps_from_texts(item.steps), parsed=True)
         else:
             assert item.code is not None  # the schema guarantees code or steps
-            split = self._split(item.code, item.language)
+            split = await self._split(item.code, item.language)
         prefixes = bool(item.prefix_scores) and self._outcome
         key = cache_key(self.model.revision, self.model.template + (":prefixes" if prefixes else ""),
                         self.max_tokens, item.problem, [s.text for s in split.steps])

@@ -33,6 +33,51 @@ class ValidationFailed(InvalidInput):
     type = "validation_error"
 
 
+class InvalidEncoding(InvalidInput):
+    """The body is not UTF-8, or a string holds a lone surrogate (not Unicode text)."""
+
+    type = "invalid_encoding"
+
+
+class InvalidJSON(InvalidInput):
+    """The body is not JSON (RFC 8259: no NaN or Infinity either)."""
+
+    type = "invalid_json"
+
+
+class JSONTooDeep(InvalidInput):
+    """The body nests arrays and objects deeper than the limit."""
+
+    type = "json_too_deep"
+
+
+class NumberTooLarge(InvalidInput):
+    """A number in the body is outside what any field accepts (beyond 64-bit integers, or not finite)."""
+
+    type = "number_too_large"
+
+
+class UnsupportedMediaType(PRMError):
+    """A compressed (``Content-Encoding``) body: the service reads identity-encoded JSON only."""
+
+    status_code = 415
+    type = "unsupported_media_type"
+
+
+class MethodNotAllowed(PRMError):
+    """The route exists, not with this method (the response's ``Allow`` header lists the ones it has)."""
+
+    status_code = 405
+    type = "method_not_allowed"
+
+
+class RequestTimeout(PRMError):
+    """The client did not send its request head or body within the configured time."""
+
+    status_code = 408
+    type = "request_timeout"
+
+
 class NotFound(PRMError):
     """No such route."""
 
@@ -84,6 +129,7 @@ class PolicyTimeout(PolicyError):
 
 ERROR_TYPES: dict[str, type[PRMError]] = {
     cls.type: cls
-    for cls in (PRMError, InvalidInput, ValidationFailed, NotFound, InputTooLong, Unauthorized,
-                Overloaded, ModelNotReady, PolicyError, PolicyTimeout)
+    for cls in (PRMError, InvalidInput, ValidationFailed, InvalidEncoding, InvalidJSON, JSONTooDeep,
+                NumberTooLarge, UnsupportedMediaType, MethodNotAllowed, RequestTimeout, NotFound, InputTooLong,
+                Unauthorized, Overloaded, ModelNotReady, PolicyError, PolicyTimeout)
 }

@@ -58,7 +58,9 @@ class OpenAIPolicy:
     Uses ``/v1/chat/completions`` (a prefix is sent with vLLM's ``continue_final_message``), or with
     ``endpoint="completions"`` ``/v1/completions`` on a plain-text rendering of the chat (base models).
     Servers that ignore ``n`` (llama.cpp answers one choice) are topped up with parallel calls.
-    Retries 429/5xx/connection errors with exponential backoff and jitter.
+    Retries 429/5xx/connection errors, and replies with no usable choice (``{"choices": []}``, null
+    content), with exponential backoff and jitter, ``retries`` times; then the ``PolicyError`` quotes
+    what the policy sent.
     """
 
     base_url: str
@@ -68,6 +70,7 @@ class OpenAIPolicy:
     retries: int = 3
     concurrency: int = 8
     endpoint: Literal["chat", "completions"] = "chat"
+    backoff_s: float = 0.5  # first retry delay; doubles per attempt, capped at 8 s, jittered x0.5-1.5
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
     name: str = field(init=False)
     _client: httpx.AsyncClient = field(init=False, repr=False)
@@ -85,6 +88,7 @@ class OpenAIPolicy:
     async def generate(self, request: GenerationRequest) -> list[Generation]:
         out = await self._call(request, request.n)
         while len(out) < request.n:  # the server ignored n: ask for the rest in parallel
+            # each call returns >= 1 choice or raises, so this runs at most once in practice
             missing = request.n - len(out)
             more = await asyncio.gather(*(self._call(request, 1) for _ in range(missing)))
             out += [g for gens in more for g in gens]
@@ -97,26 +101,40 @@ class OpenAIPolicy:
         else:
             body, path = _completion_body(model, request, n), "/v1/completions"
         for attempt in range(self.retries + 1):
-            try:
-                async with self._sem:
-                    response = await self._client.post(path, json=body)
-            except httpx.TimeoutException as exc:
-                error: Exception = PolicyTimeout(f"policy timed out after {self.timeout_s:.0f}s")
-                error.__cause__ = exc
-            except httpx.TransportError as exc:
-                error = PolicyError(f"policy unreachable: {exc}")
-            else:
-                if response.status_code == 200:
-                    return _parse_choices(response, chat=self.endpoint == "chat")
-                error = PolicyError(f"policy answered {response.status_code}: {response.text[:200]}")
-                if response.status_code not in (408, 429) and response.status_code < 500:
-                    raise error
-            if attempt == self.retries:
+            outcome, retry = await self._attempt(path, body)
+            if isinstance(outcome, list):
+                return outcome
+            error = outcome
+            if not retry or attempt == self.retries:
+                if attempt:
+                    raise type(error)(f"{error.message} (after {attempt + 1} attempts)") from error.__cause__
                 raise error
-            delay = min(8.0, 0.5 * 2**attempt) * (0.5 + random.random())
+            delay = min(8.0, self.backoff_s * 2**attempt) * (0.5 + random.random())
             logger.warning("policy call failed (%s); retry %d in %.1fs", error, attempt + 1, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def _attempt(self, path: str, body: dict[str, Any]) -> tuple[list[Generation] | PolicyError, bool]:
+        """One request: the usable generations, or the error and whether it is worth a retry."""
+        try:
+            async with self._sem:
+                response = await self._client.post(path, json=body)
+        except httpx.TimeoutException as exc:
+            error: PolicyError = PolicyTimeout(f"policy timed out after {self.timeout_s:.0f}s")
+            error.__cause__ = exc
+            return error, True
+        except httpx.TransportError as exc:
+            return PolicyError(f"policy unreachable: {exc}"), True
+        if response.status_code != 200:
+            retry = response.status_code in (408, 429) or response.status_code >= 500
+            return PolicyError(f"policy answered {response.status_code}: {response.text[:200]}"), retry
+        try:
+            gens = _parse_choices(response, chat=self.endpoint == "chat")
+        except PolicyError as exc:
+            return exc, True
+        if gens:
+            return gens, False
+        return PolicyError(f"policy returned no usable choice: {response.text[:200]!r}"), True
 
     async def _served_model(self) -> str:
         """The server's first model (``GET /v1/models``), when no model name was configured."""
@@ -157,13 +175,23 @@ def _completion_body(model: str, request: GenerationRequest, n: int) -> dict[str
 
 
 def _parse_choices(response: httpx.Response, *, chat: bool = True) -> list[Generation]:
+    """The usable choices of a reply (a text, possibly empty); an empty list when there are none."""
     try:
         data = response.json()
         choices = data["choices"]
         usage = data.get("usage") or {}
         per_choice = int(usage.get("completion_tokens", 0)) // max(1, len(choices))
-        return [Generation(text=str((c["message"]["content"] if chat else c["text"]) or ""),
-                           finish_reason=str(c.get("finish_reason")),
-                           completion_tokens=per_choice) for c in choices]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        texts = [(_choice_text(c, chat), c) for c in choices]
+        return [Generation(text=text, finish_reason=str(c.get("finish_reason")), completion_tokens=per_choice)
+                for text, c in texts if text is not None]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PolicyError(f"policy sent a malformed reply: {response.text[:200]!r}") from exc
+
+
+def _choice_text(choice: Any, chat: bool) -> str | None:
+    """The choice's text; None when it has none (not an object, no message, null or non-string content)."""
+    if not isinstance(choice, dict):
+        return None
+    holder = choice.get("message") if chat else choice
+    text = holder.get("content" if chat else "text") if isinstance(holder, dict) else None
+    return text if isinstance(text, str) else None

@@ -199,7 +199,7 @@ class Reranker:
         if not gens:
             if pending and len(errors) == 1:
                 raise PolicyTimeout(errors[0])
-            raise PolicyError("the policy returned no candidates: " + "; ".join(errors[:3]))
+            raise PolicyError("the policy returned no candidates: " + "; ".join(list(dict.fromkeys(errors))[:3]))
         cands = [_Candidate(extract_code(base.prefix + g.text, req.language), "policy", g.finish_reason)
                  for g in gens]
         usage = PolicyUsage(policy=policy.name, requested=n, returned=len(gens),

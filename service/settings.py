@@ -38,6 +38,22 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=1)
     heap_trim_s: float = Field(default=10.0, ge=0, description="return freed heap pages to the OS at most this "
                                "often, after a forward pass (glibc malloc_trim; 0: never)")
+    # HTTP edge (service.http_server, service.http_middleware): slow or idle clients are dropped
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300, description="a connection's request head "
+                                         "(request line + headers) must arrive within this; else 408 and close")
+    http_body_timeout_s: float = Field(default=30.0, gt=0, le=600, description="the body must arrive within this "
+                                       "after the head; else 408 and close")
+    http_keep_alive_s: float = Field(default=5.0, gt=0, le=300, description="an idle keep-alive connection "
+                                     "is closed after this")
+    http_max_connections: int = Field(default=512, ge=1, description="open connections; one more is answered "
+                                      "503 with Retry-After and closed")
+    http_max_header_bytes: int = Field(default=16384, ge=1024, le=1 << 20, description="request line + headers; "
+                                       "larger heads are answered 400 and closed")
+    split_workers: int = Field(default=2, ge=0, description="processes that split large programs (ast and "
+                               "tree-sitter hold the GIL while parsing); 0: split on a thread")
+    split_offload_bytes: int = Field(default=16384, ge=0, description="programs longer than this are split "
+                                     "in a worker process")
+    max_json_depth: int = Field(default=32, ge=4, le=256, description="nesting of arrays/objects in a JSON body")
     # limits per request
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
     max_items: int = Field(default=64, ge=1, description="items per /v1/score batch")

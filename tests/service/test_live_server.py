@@ -35,8 +35,8 @@ def _hostile_requests() -> list[tuple[str, bytes, int]]:
         ("not JSON", b"def main(): pass", 400),
         ("JSON scalar", b"42", 422),
         ("first step over the token budget", body(code="x = '" + "a b " * 20_000 + "'\n"), 413),
-        ("huge integer", b'{"problem": "p", "code": "x = 1", "aggregation": 1e999}', 422),
-        ("lone surrogate", b'{"problem": "\\ud800", "code": "x = 1\\n"}', 422),
+        ("huge number", b'{"problem": "p", "code": "x = 1", "aggregation": 1e999}', 400),  # number_too_large
+        ("lone surrogate", b'{"problem": "\\ud800", "code": "x = 1\\n"}', 400),  # invalid_encoding
     ]
 
 

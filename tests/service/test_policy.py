@@ -96,3 +96,38 @@ async def test_base_url_with_or_without_v1(base_url: str) -> None:
 
     await OpenAIPolicy(base_url, "m", transport=httpx.MockTransport(handler)).generate(GenerationRequest(MESSAGES))
     assert paths == ["/v1/chat/completions"]
+
+
+@pytest.mark.parametrize("payload", [
+    {"choices": []},
+    {"choices": [{"index": 0, "message": {"role": "assistant", "content": None}}]},
+    {"choices": [{"index": 0}]},
+    {"choices": ["text"]},
+])
+async def test_a_reply_with_no_usable_choice_is_retried_with_backoff_then_502(payload: dict) -> None:  # type: ignore[type-arg]
+    """The audit's policy answering {"choices": []} was called 1,082 times in 5 s: now retries+1 calls, spaced."""
+    import itertools
+    import time
+
+    stamps: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        stamps.append(time.monotonic())
+        return httpx.Response(200, json=payload)
+
+    with pytest.raises(PolicyError) as info:
+        await policy(handler, retries=2, backoff_s=0.05).generate(GenerationRequest(MESSAGES, n=4))
+    assert len(stamps) == 3  # bounded: one call and two retries, no top-up loop
+    assert all(b - a >= 0.02 for a, b in itertools.pairwise(stamps))  # backoff between attempts
+    message = info.value.message
+    assert "no usable choice" in message and "after 3 attempts" in message and "choices" in message
+    assert info.value.status_code == 502
+
+
+async def test_unusable_choices_are_dropped_and_the_rest_kept() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        good = {"index": 1, "message": {"content": "x = 1\n"}, "finish_reason": "stop"}
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": {"content": None}}, good]})
+
+    gens = await policy(handler).generate(GenerationRequest(MESSAGES, n=1))
+    assert [g.text for g in gens] == ["x = 1\n"]
