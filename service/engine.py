@@ -232,7 +232,8 @@ def _response(split: SplitResult, scored: CachedScore, agg: Aggregation, *, cach
         steps.append(StepScore(index=s.index, name=s.name, kind=s.kind, start_line=s.start_line,
                                end_line=s.end_line, logit=logit,
                                score=None if logit is None else sigmoid(logit)))
-    aggregates = aggregate(scored.logits, [s.kind for s in split.steps])
+    # an ORM's one score is the program's; a PRM's context steps leave the aggregate (service.aggregate)
+    aggregates = aggregate(scored.logits, None if scored.outcome else [s.kind for s in split.steps])
     return ScoreResponse(steps=steps, aggregate=AggregateScores(**aggregates), aggregation=agg,
                          score=aggregates[agg], parsed=split.parsed, truncated=scored.truncated,
                          cached=cached, n_tokens=scored.n_tokens, model=model)
