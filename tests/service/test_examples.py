@@ -93,15 +93,19 @@ def test_inline_json_booleans_and_floats() -> None:
 
 def test_leetcode_blocks_map_onto_the_method_by_name() -> None:
     got = codes(LEETCODE, starter_code=LEETCODE_STUB)
-    assert got == ["assert Solution().twoSum(nums=[2,7,11,15], target=9) == [0,1]",
-                   "assert Solution().twoSum(nums=[3,2,4], target=6) == [1,2]"]
+    # positional in the stub's order (a reference may rename its parameters)
+    assert got == ["assert Solution().twoSum([2,7,11,15], 9) == [0,1]",
+                   "assert Solution().twoSum([3,2,4], 6) == [1,2]"]
+    swapped = LEETCODE.replace("nums = [2,7,11,15], target = 9", "target = 9, nums = [2,7,11,15]")
+    assert codes(swapped, starter_code=LEETCODE_STUB)[0] == "assert Solution().twoSum([2,7,11,15], 9) == [0,1]"
+    assert codes(LEETCODE, entry_point="twoSum")[0] == "assert twoSum(nums=[2,7,11,15], target=9) == [0,1]"
 
 
 def test_leetcode_values_true_false_null_strings_nested() -> None:
     stub = "class Solution:\n    def f(self, grid: List[List[int]], s: str, ok: bool) -> Optional[bool]:\n"
     problem = 'Example 1:\nInput: grid = [[1,0],[0,1]], s = "a,b true", ok = false\nOutput: null\n'
     assert codes(problem, starter_code=stub) == \
-        ['assert Solution().f(grid=[[1,0],[0,1]], s="a,b true", ok=False) == None']
+        ['assert Solution().f([[1,0],[0,1]], "a,b true", False) == None']
 
 
 def test_leetcode_blocks_that_do_not_fit_are_skipped_and_counted() -> None:
@@ -132,18 +136,40 @@ def test_example_input_output_headers() -> None:
     assert [(e.input, e.output) for e in extract_examples(problem).examples] == [("1 2\n", "3\n")]
 
 
+def test_any_order_compares_sorted_and_tree_results_are_skipped() -> None:
+    stub = "class Solution:\n    def f(self, n: int) -> List[int]:\n"
+    assert codes("Return them in any order.\nInput: n = 2\nOutput: [2,1]\n", starter_code=stub) == \
+        ["assert sorted(Solution().f(2)) == sorted([2,1])"]
+    tree = "class Solution:\n    def build(self, n: int) -> Optional[TreeNode]:\n"
+    ex = extract_examples("Input: n = 2\nOutput: [2,null,1]\n", starter_code=tree)
+    assert ex.examples == [] and ex.skipped == 1
+
+
+def test_for_x_the_output_should_be() -> None:
+    problem = 'def f(lst):\n    """\n    For lst = [1,2,3] the output should be 6\n    For lst = [] the output should be 0\n'
+    assert codes(problem) == ["assert f([1,2,3]) == 6", "assert f([]) == 0"]
+
+
+def test_plain_equals_counts_only_in_examples_and_comments_are_dropped() -> None:
+    problem = ('def tri(n):\n    """\n    tri(1) = 3\n    Examples:\n    tri(3) = [1, 3, 2, 8]\n'
+               '    >>> round(tri(0)[0], 2) # the first value\n    1\n    """\n')
+    assert codes(problem) == ["assert round(tri(0)[0], 2) == 1", "assert tri(3) == [1, 3, 2, 8]"]
+
+
 def test_never_invents_an_example() -> None:
     problem = "def f(x):\n    '''Return something clever. For example f(3) is big.\n    f(2) == something\n'''\n"
     ex = extract_examples(problem)
     assert ex.examples == [] and ex.skipped == 1
     assert extract_examples("Print hello.").examples == []
+    prose = 'def is_happy(s):\n    """\n    is_happy(a) => False\n    is_happy(root) => True\n    """\n'
+    assert extract_examples(prose).examples == []  # unquoted names: prose, not Python
 
 
 def test_starter_code_gives_the_entry_point_and_the_class() -> None:
     problem = "Example 1:\nInput: n = 3\nOutput: 6\n"
     assert codes(problem, starter_code="class Solution:\n    def triple(self, n: int) -> int:\n") == \
-        ["assert Solution().triple(n=3) == 6"]
-    assert codes("Input: 3\nOutput: 6\n", starter_code="def triple(n):\n") == ["assert triple(n=3) == 6"]
+        ["assert Solution().triple(3) == 6"]
+    assert codes("Input: 3\nOutput: 6\n", starter_code="def triple(n):\n") == ["assert triple(3) == 6"]
 
 
 def test_duplicates_and_the_example_limit() -> None:
