@@ -180,7 +180,8 @@ def _params(arglist: str, method: bool) -> tuple[tuple[str, ...] | None, frozens
 
 
 def _doctests(lines: Sequence[str], target: _Target) -> tuple[list[Example], int]:
-    out, skipped, i = [], 0, 0
+    out: list[Example] = []
+    skipped, i = 0, 0
     while i < len(lines) and len(out) < MAX_FOUND:
         line = lines[i].strip()
         if not line.startswith(">>>"):
@@ -206,7 +207,8 @@ def _doctests(lines: Sequence[str], target: _Target) -> tuple[list[Example], int
 
 
 def _inline(lines: Sequence[str], target: _Target) -> tuple[list[Example], int]:
-    out, skipped, in_examples = [], 0, False
+    out: list[Example] = []
+    skipped, in_examples = 0, False
     for raw in lines:
         if len(out) >= MAX_FOUND:
             break
@@ -246,7 +248,8 @@ def _inline_split(line: str, name: str, *, plain_equals: bool = False) -> tuple[
 
 def _leetcode(lines: Sequence[str], target: _Target) -> tuple[list[Example], int]:
     """``Input: a = 1, b = [2]`` then ``Output: 3`` (on the same or the next line)."""
-    out, skipped = [], 0
+    out: list[Example] = []
+    skipped = 0
     for i, raw in enumerate(lines):
         if len(out) >= MAX_FOUND:
             break
@@ -308,8 +311,8 @@ def _leetcode_test(args: str, want: str, target: _Target) -> str | None:
 
 def _sample_io(lines: Sequence[str]) -> tuple[list[Example], int]:
     """"Sample Input 1"/"Sample Output 1", or "Input"/"Output" after an Example(s) header."""
-    out, skipped, in_examples = [], 0, False
-    i = 0
+    out: list[Example] = []
+    skipped, in_examples, i = 0, False, 0
     while i < len(lines) and len(out) < MAX_FOUND:
         line = lines[i]
         header = _io_header(line, in_examples)
@@ -358,7 +361,7 @@ def _io_header(line: str, in_examples: bool) -> str | None:
     return m.group(3).lower()
 
 
-def _io_example(data: list[str], want: list[str], source: list[str]) -> Example | None:
+def _io_example(data: list[str], want: list[str], source: Sequence[str]) -> Example | None:
     inp, exp = _block(data), _block(want)
     if not inp.strip() or not exp.strip() or len(inp) > MAX_FIELD_CHARS or len(exp) > MAX_FIELD_CHARS:
         return None
