@@ -49,7 +49,13 @@ def spec(example: Example) -> TestSpec:
 
 
 def setup_for(problem: Problem) -> str:
-    return problem.test_setup_code or (EXAMPLE_SETUP if problem.test_type == "functional" else "")
+    """What the service runs before a candidate on statement examples (it never sees a data set's setup)."""
+    return EXAMPLE_SETUP if problem.test_type == "functional" else ""
+
+
+def hidden_setup(problem: Problem) -> str:
+    """The data set's own preamble, for its own (hidden) tests."""
+    return problem.test_setup_code or ""
 
 
 # --- coverage and precision --------------------------------------------------------------------
@@ -104,7 +110,7 @@ def pool_references(pool: Sequence[PoolProblem]) -> dict[str, tuple[Problem, str
 
 def label_mutants(pool: Sequence[PoolProblem], workers: int) -> list[list[bool]]:
     jobs = [SandboxJob(c.code, [TestSpec(kind=t.type, code=t.code, input=t.input, output=t.output)
-                                for t in pp.problem.all_tests], pp.problem.test_type, setup_for(pp.problem), LIMITS)
+                                for t in pp.problem.all_tests], pp.problem.test_type, hidden_setup(pp.problem), LIMITS)
             for pp in pool for c in pp.candidates]
     it = iter(r.passed for r in run_many(jobs, workers=workers))
     return [[next(it) for _ in pp.candidates] for pp in pool]

@@ -26,9 +26,12 @@ MAX_LINE_CHARS = 1 << 12  # longer lines are never read as a call
 MAX_TEXT_CHARS = 400  # the statement excerpt shown with a test
 DEFAULT_MAX_EXAMPLES = 16
 MAX_FOUND = 256  # raw finds (before folding duplicates) after which the scan stops
-# run before a candidate on functional examples: LeetCode-style stubs use List, Optional, ... unimported
-EXAMPLE_SETUP = "from typing import *\nimport bisect, collections, functools, heapq, itertools, math, re, string\n" \
-                "from collections import *\nfrom functools import *\nfrom itertools import *\nfrom heapq import *\n"
+# run before a candidate on functional examples: LeetCode-style stubs use List, Optional, deque, ... unimported
+# (LeetCode's own preamble, without ``from math/operator import *``, which would shadow the builtin 3-argument pow)
+EXAMPLE_SETUP = ("from typing import *\nfrom functools import *\nfrom collections import *\nfrom itertools import *\n"
+                 "from heapq import *\nfrom bisect import *\nfrom string import *\n"
+                 "import bisect, collections, datetime, functools, heapq, itertools, math, re, string\n"
+                 "inf = float('inf')\n")
 
 _NAME = r"[A-Za-z_][A-Za-z_0-9]*"
 _DEF = re.compile(rf"^\s*def\s+({_NAME})\s*\(([^)]*)\)?\s*(?:->\s*([^:]*))?")
