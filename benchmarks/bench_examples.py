@@ -18,10 +18,12 @@ nice -n 5 .venv/bin/python -m benchmarks.bench_examples      # -> results/exampl
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS, machine_info, now_iso, table, write_json
@@ -139,14 +141,14 @@ def rerank_pool(name: str, pool: Sequence[PoolProblem], labels: Sequence[Sequenc
     start = time.perf_counter()
     results = dict(zip(where, run_many(jobs, workers=workers), strict=True))
     test_seconds = time.perf_counter() - start
-    rows, missing = [], 0
+    rows = []
     for k, pp in enumerate(pool):
         passed = list(labels[k])
         prm = []
         for c in pp.candidates:
             s = scores.get(candidate_key(pp.problem.prompt, c.code))
-            missing += s is None
-            prm.append(None if s is None or "error" in s else float(s[aggregation]))
+            prm.append(None if s is None else float("-inf") if "error" in s else float(s[aggregation]))
+        scored = all(s is not None for s in prm)  # else (the cache is still being filled): no PRM columns
         outcome = [results.get((k, j)) for j in range(len(pp.candidates))]
         ex_keys = [rank_key(o.passed if o else None, o.n_passed if o else 0, o.n_tests if o else 0, 0.0)
                    for o in outcome]
@@ -155,23 +157,25 @@ def rerank_pool(name: str, pool: Sequence[PoolProblem], labels: Sequence[Sequenc
         prm_only = [rank_key(None, 0, 0, s) for s in prm]
         rows.append({"id": pp.problem.id, "n": len(passed), "examples": len(extractions[pp.problem.id].examples),
                      "random": sum(passed) / len(passed), "oracle": float(any(passed)),
-                     "prm": _expected_top(prm_only, passed), "examples_only": _expected_top(ex_keys, passed),
-                     "examples_prm": _expected_top(both, passed)})
-    if missing:
-        raise SystemExit(f"{name}: {missing} candidates have no cached PRM score: run benchmarks.prm_pool_scores")
+                     "prm": _expected_top(prm_only, passed) if scored else None,
+                     "examples_only": _expected_top(ex_keys, passed),
+                     "examples_prm": _expected_top(both, passed) if scored else None})
     return _summarize(name, rows, test_seconds, len(jobs))
 
 
 def _summarize(name: str, rows: list[dict[str, Any]], test_seconds: float, runs: int) -> dict[str, Any]:
     def part(sel: list[dict[str, Any]]) -> dict[str, Any]:
+        """Means over ``sel``; a method's columns only when every problem of ``sel`` has them."""
         if not sel:
             return {"problems": 0}
-        mean = {k: statistics.fmean(r[k] for r in sel) for k in ("random", "oracle", "prm", "examples_only",
-                                                                 "examples_prm")}
+        methods = [k for k in ("prm", "examples_only", "examples_prm") if all(r[k] is not None for r in sel)]
+        mean = {k: statistics.fmean(r[k] for r in sel) for k in ("random", "oracle", *methods)}
         gap = mean["oracle"] - mean["random"]
         return {"problems": len(sel), **mean, **{f"gap_closed_{k}": (mean[k] - mean["random"]) / gap if gap else None
-                                                 for k in ("prm", "examples_only", "examples_prm")}}
+                                                 for k in methods}}
+    scored = [r for r in rows if r["prm"] is not None]
     return {"pool": name, "all": part(rows), "with_examples": part([r for r in rows if r["examples"]]),
+            "prm_scored": part(scored) if len(scored) < len(rows) else None,
             "candidates": sum(r["n"] for r in rows), "sandbox_runs": runs, "test_seconds": round(test_seconds, 1),
             "per_problem": rows}
 
@@ -202,17 +206,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.skip_rerank:
         return out
     if not cache:
-        raise SystemExit(f"no PRM scores for {args.checkpoint} ({revision}): run benchmarks.prm_pool_scores")
-    agg = args.aggregation or cache["default_aggregation"]
+        print(f"no PRM scores yet for {args.checkpoint} ({revision}): PRM columns left out "
+              "(run benchmarks.prm_pool_scores)", flush=True)
+    agg = args.aggregation or cache.get("default_aggregation", "min")
     out["aggregation"] = agg
     mbpp_orig = {p.id: p.prompt for p in load_set("mbpp")}
     for name in ("apps_stdin_all", "apps_stdin_dev", "mbpp_dev", "leetcode_dev_mutants"):
         pool = pools[name]
         labels = label_mutants(pool, args.workers) if name == "leetcode_dev_mutants" \
             else [[bool(c.passed) for c in pp.candidates] for pp in pool]
-        out["rerank"].append(rerank_pool(name, pool, labels, cache["scores"], agg, args.workers))
+        scores = cache.get("scores", {})
+        out["rerank"].append(rerank_pool(name, pool, labels, scores, agg, args.workers))
         if name == "mbpp_dev":  # the same candidates, examples from the original MBPP statement (its assert)
-            out["rerank"].append(rerank_pool("mbpp_dev (original MBPP statement)", pool, labels, cache["scores"], agg,
+            out["rerank"].append(rerank_pool("mbpp_dev (original MBPP statement)", pool, labels, scores, agg,
                                              args.workers, {pp.problem.id: mbpp_orig[pp.problem.id] for pp in pool}))
         print(f"{name}: done", flush=True)
     return out
@@ -230,12 +236,12 @@ def print_tables(out: dict[str, Any]) -> None:
                      for p in out["precision"]]))
     rows = []
     for r in out["rerank"]:
-        for part in ("all", "with_examples"):
+        for part in ("all", "with_examples", "prm_scored"):
             s = r[part]
-            if s["problems"]:
+            if s and s["problems"]:
                 rows.append([f"{r['pool']} [{part}]", str(s["problems"]), f"{s['random']:.3f}", f"{s['oracle']:.3f}",
-                             *(f"{s[k]:.3f} ({_pct(s['gap_closed_' + k])})" for k in ("prm", "examples_only",
-                                                                                       "examples_prm"))])
+                             *(f"{s[k]:.3f} ({_pct(s['gap_closed_' + k])})" if k in s else "not scored"
+                               for k in ("prm", "examples_only", "examples_prm"))])
     if rows:
         print(table(["pool", "problems", "random", "oracle", "PRM", "examples", "examples+PRM"], rows))
 
@@ -246,7 +252,7 @@ def _pct(x: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=type(DEFAULT_CHECKPOINT), default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--sets", nargs="+", default=list(SETS))
     parser.add_argument("--aggregation", default=None, help="default: the checkpoint's")
     parser.add_argument("--workers", type=int, default=2)
@@ -255,8 +261,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "examples.json"))
     args = parser.parse_args()
     out = run(args)
+    previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    for part, skipped in (("precision", args.skip_precision), ("rerank", args.skip_rerank)):
+        if skipped and previous.get(part):  # keep the last measured part (noted), e.g. while PRM scores fill in
+            out[part], out[f"{part}_from"] = previous[part], previous.get(f"{part}_from", previous.get("created"))
     print_tables(out)
-    write_json(type(DEFAULT_CHECKPOINT)(args.out), out)
+    write_json(Path(args.out), out)
 
 
 if __name__ == "__main__":
