@@ -278,3 +278,12 @@ def test_hostile_example_runs_only_in_the_sandbox(client: TestClient, tmp_path: 
 
     if os.geteuid() == 0:
         assert not marker.exists()
+
+
+def test_ten_thousand_example_headers_stay_bounded(client: TestClient) -> None:
+    problem = PROBLEM + "\n" + "Example\nInput\n1 2\nOutput\n3\n\n" * 10_000
+    r = client.post("/v1/rerank", json={"problem": problem, "candidates": [BAD, GOOD]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["examples"]["extracted"] == 1 and body["examples"]["truncated"] is True
+    assert body["ranking"][0]["index"] == 1 and body["timings"]["examples_ms"] < 10_000
