@@ -37,6 +37,7 @@ from service.settings import DEFAULT_CHECKPOINT
 from trainer.records import Problem
 
 LIMITS = Limits(wall_s=10.0, per_test_s=6.0)
+POOL_NAMES = ("apps_stdin_all", "apps_stdin_dev", "mbpp_dev", "leetcode_dev_mutants")
 SHOWS_EXAMPLE = re.compile(r"(?im)example|sample|>>>|^\s*input\s*:|^\s*assert\s")
 
 
@@ -211,7 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     agg = args.aggregation or cache.get("default_aggregation", "min")
     out["aggregation"] = agg
     mbpp_orig = {p.id: p.prompt for p in load_set("mbpp")}
-    for name in ("apps_stdin_all", "apps_stdin_dev", "mbpp_dev", "leetcode_dev_mutants"):
+    for name in args.pools:
         pool = pools[name]
         labels = label_mutants(pool, args.workers) if name == "leetcode_dev_mutants" \
             else [[bool(c.passed) for c in pp.candidates] for pp in pool]
@@ -258,6 +259,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-precision", action="store_true")
     parser.add_argument("--skip-rerank", action="store_true")
+    parser.add_argument("--pools", nargs="+", default=list(POOL_NAMES), choices=POOL_NAMES,
+                        help="rerank only these pools (the others keep their last results)")
     parser.add_argument("--out", default=str(RESULTS / "examples.json"))
     args = parser.parse_args()
     out = run(args)
@@ -265,6 +268,10 @@ def main() -> None:
     for part, skipped in (("precision", args.skip_precision), ("rerank", args.skip_rerank)):
         if skipped and previous.get(part):  # keep the last measured part (noted), e.g. while PRM scores fill in
             out[part], out[f"{part}_from"] = previous[part], previous.get(f"{part}_from", previous.get("created"))
+    if not args.skip_rerank:  # pools not rerun keep their last measurement
+        done = {r["pool"] for r in out["rerank"]}
+        out["rerank"] += [r | {"measured": r.get("measured", previous.get("created"))}
+                          for r in previous.get("rerank", []) if r["pool"] not in done]
     print_tables(out)
     write_json(Path(args.out), out)
 
