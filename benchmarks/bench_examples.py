@@ -247,6 +247,32 @@ def print_tables(out: dict[str, Any]) -> None:
         print(table(["pool", "problems", "random", "oracle", "PRM", "examples", "examples+PRM"], rows))
 
 
+def markdown(out: dict[str, Any]) -> str:
+    """The README tables (``--markdown``: from the last results file, nothing rerun)."""
+    prec = {p["set"].split(" ")[0]: p for p in out["precision"]}
+    lines = ["| set | statements | with ≥ 1 example | of those that show one | examples | reference passes |",
+             "|---|---|---|---|---|---|"]
+    for c in out["coverage"]:
+        p = prec.get(c["set"])
+        ref = f"{p['passed']}/{p['examples']} ({p['precision']:.1%})" if p else "no reference"
+        lines.append(f"| {c['set']} | {c['statements']} | {c['covered']} ({c['coverage']:.1%}) | "
+                     f"{c['covered_of_showing']}/{c['showing_example']} ({c['coverage_of_showing']:.1%}) | "
+                     f"{c['examples']} | {ref} |")
+    lines += ["", "| pool (problems) | random | oracle | PRM only | examples only | examples + PRM |",
+              "|---|---|---|---|---|---|"]
+    for r in out["rerank"]:
+        for part in ("all", "prm_scored"):
+            s = r.get(part)
+            if not s or not s.get("problems"):
+                continue
+            cells = [f"{s[k]:.3f} ({_pct(s['gap_closed_' + k])})" if k in s else "not scored yet"
+                     for k in ("prm", "examples_only", "examples_prm")]
+            label = r["pool"] + (" — PRM-scored part" if part == "prm_scored" else "")
+            lines.append(f"| {label} ({s['problems']}) | {s['random']:.3f} | {s['oracle']:.3f} | " + " | ".join(cells)
+                         + " |")
+    return "\n".join(lines)
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.0%}"
 
@@ -259,10 +285,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-precision", action="store_true")
     parser.add_argument("--skip-rerank", action="store_true")
+    parser.add_argument("--markdown", action="store_true", help="print the README tables of --out and exit")
     parser.add_argument("--pools", nargs="+", default=list(POOL_NAMES), choices=POOL_NAMES,
                         help="rerank only these pools (the others keep their last results)")
     parser.add_argument("--out", default=str(RESULTS / "examples.json"))
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.out).read_text())))
+        return
     out = run(args)
     previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     for part, skipped in (("precision", args.skip_precision), ("rerank", args.skip_rerank)):
