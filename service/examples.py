@@ -26,12 +26,11 @@ MAX_LINE_CHARS = 1 << 12  # longer lines are never read as a call
 MAX_TEXT_CHARS = 400  # the statement excerpt shown with a test
 DEFAULT_MAX_EXAMPLES = 16
 MAX_FOUND = 256  # raw finds (before folding duplicates) after which the scan stops
-# run before a candidate on functional examples: LeetCode-style stubs use List, Optional, deque, ... unimported
-# (LeetCode's own preamble, without ``from math/operator import *``, which would shadow the builtin 3-argument pow)
+# run before a candidate on functional examples: LeetCode's preamble (stubs use List, deque, gcd, ... unimported),
+# then the builtin pow again (math's star import shadows the 3-argument pow that modular solutions use)
 EXAMPLE_SETUP = ("from typing import *\nfrom functools import *\nfrom collections import *\nfrom itertools import *\n"
-                 "from heapq import *\nfrom bisect import *\nfrom string import *\n"
-                 "import bisect, collections, datetime, functools, heapq, itertools, math, re, string\n"
-                 "inf = float('inf')\n")
+                 "from heapq import *\nfrom bisect import *\nfrom string import *\nfrom operator import *\n"
+                 "from math import *\nimport math, datetime\ninf = float('inf')\nfrom builtins import pow\n")
 
 _NAME = r"[A-Za-z_][A-Za-z_0-9]*"
 _DEF = re.compile(rf"^\s*def\s+({_NAME})\s*\(([^)]*)\)?\s*(?:->\s*([^:]*))?")
