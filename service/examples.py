@@ -30,7 +30,9 @@ MAX_FOUND = 256  # raw finds (before folding duplicates) after which the scan st
 # then the builtin pow again (math's star import shadows the 3-argument pow that modular solutions use)
 EXAMPLE_SETUP = ("from typing import *\nfrom functools import *\nfrom collections import *\nfrom itertools import *\n"
                  "from heapq import *\nfrom bisect import *\nfrom string import *\nfrom operator import *\n"
-                 "from math import *\nimport math, datetime\ninf = float('inf')\nfrom builtins import pow\n")
+                 "from math import *\n"
+                 "import bisect, collections, datetime, functools, heapq, itertools, math, operator, re, string\n"
+                 "inf = float('inf')\nfrom builtins import pow\n")
 
 _NAME = r"[A-Za-z_][A-Za-z_0-9]*"
 _DEF = re.compile(rf"^\s*def\s+({_NAME})\s*\(([^)]*)\)?\s*(?:->\s*([^:]*))?")
