@@ -254,20 +254,21 @@ def markdown(out: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|"]
     for c in out["coverage"]:
         p = prec.get(c["set"])
-        ref = f"{p['passed']}/{p['examples']} ({p['precision']:.1%})" if p else "no reference"
+        ref = f"{p['passed']}/{p['examples']} ({p['precision']:.2%})" if p else "no reference"
         lines.append(f"| {c['set']} | {c['statements']} | {c['covered']} ({c['coverage']:.1%}) | "
                      f"{c['covered_of_showing']}/{c['showing_example']} ({c['coverage_of_showing']:.1%}) | "
                      f"{c['examples']} | {ref} |")
     lines += ["", "| pool (problems) | random | oracle | PRM only | examples only | examples + PRM |",
               "|---|---|---|---|---|---|"]
     for r in out["rerank"]:
-        for part in ("all", "prm_scored"):
+        for part in ("all", "with_examples", "prm_scored"):
             s = r.get(part)
-            if not s or not s.get("problems"):
+            if not s or not s.get("problems") or (part == "with_examples" and s["problems"] == r["all"]["problems"]):
                 continue
             cells = [f"{s[k]:.3f} ({_pct(s['gap_closed_' + k])})" if k in s else "not scored yet"
                      for k in ("prm", "examples_only", "examples_prm")]
-            label = r["pool"] + (" — PRM-scored part" if part == "prm_scored" else "")
+            label = r["pool"] + {"all": "", "with_examples": ", those with examples",
+                                 "prm_scored": ", PRM-scored part"}[part]
             lines.append(f"| {label} ({s['problems']}) | {s['random']:.3f} | {s['oracle']:.3f} | " + " | ".join(cells)
                          + " |")
     return "\n".join(lines)
