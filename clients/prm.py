@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -79,9 +79,10 @@ def _split_call(code: str, language: Language) -> _Call:
 
 
 def _score_call(problem: str, code: str | None, steps: Sequence[str] | None, language: Language,
-                aggregation: Aggregation | None, prefix_scores: bool = False) -> _Call:
+                aggregation: Aggregation | None, prefix_scores: bool = False, run_examples: bool = False) -> _Call:
     item = ScoreItem(problem=problem, code=code, steps=list(steps) if steps is not None else None,
-                     language=language, aggregation=aggregation, prefix_scores=prefix_scores)
+                     language=language, aggregation=aggregation, prefix_scores=prefix_scores,
+                     run_examples=run_examples)
     return _Call("POST", "/v1/score", item, ScoreResponse)
 
 
@@ -92,9 +93,11 @@ def _batch_call(items: Sequence[ScoreItem | Mapping[str, Any]], aggregation: Agg
 
 def _rerank_call(problem: str, candidates: Sequence[str] | None, n: int | None,
                  public_tests: Sequence[PublicTest | Mapping[str, Any]] | None,
-                 policy: PolicyOptions | Mapping[str, Any] | None, extra: Mapping[str, Any]) -> _Call:
+                 policy: PolicyOptions | Mapping[str, Any] | None, examples: Literal["auto", "off"],
+                 extra: Mapping[str, Any]) -> _Call:
     body = RerankRequest.model_validate({
         "problem": problem, "candidates": list(candidates) if candidates is not None else None, "n": n,
+        "examples": examples,
         "public_tests": [t if isinstance(t, PublicTest) else PublicTest.model_validate(t) for t in public_tests]
         if public_tests is not None else None,
         "policy": policy, **extra})
@@ -169,9 +172,11 @@ class PRMClient(_Base):
 
     def score(self, problem: str, code: str | None = None, *, steps: Sequence[str] | None = None,
               language: Language = "python", aggregation: Aggregation | None = None,
-              prefix_scores: bool = False) -> ScoreResponse:
-        """``prefix_scores``: an outcome reward model scores every prefix (one score per step)."""
-        result: ScoreResponse = self._send(_score_call(problem, code, steps, language, aggregation, prefix_scores))
+              prefix_scores: bool = False, run_examples: bool = False) -> ScoreResponse:
+        """``prefix_scores``: an outcome reward model scores every prefix (one score per step); ``run_examples``:
+        also run the statement's examples (``result.examples``); the score is unchanged."""
+        result: ScoreResponse = self._send(_score_call(problem, code, steps, language, aggregation, prefix_scores,
+                                                       run_examples))
         return result
 
     def score_batch(self, items: Sequence[ScoreItem | Mapping[str, Any]],
@@ -181,9 +186,12 @@ class PRMClient(_Base):
 
     def rerank(self, problem: str, candidates: Sequence[str] | None = None, *, n: int | None = None,
                public_tests: Sequence[PublicTest | Mapping[str, Any]] | None = None,
-               policy: PolicyOptions | Mapping[str, Any] | None = None, **extra: Any) -> RerankResponse:
-        """``extra``: the other fields of ``RerankRequest`` (language, starter_code, entry_point, aggregation)."""
-        result: RerankResponse = self._send(_rerank_call(problem, candidates, n, public_tests, policy, extra))
+               policy: PolicyOptions | Mapping[str, Any] | None = None, examples: Literal["auto", "off"] = "auto",
+               **extra: Any) -> RerankResponse:
+        """``examples``: without ``public_tests``, run the statement's worked examples ("auto") or not ("off").
+        ``extra``: the other fields of ``RerankRequest`` (language, starter_code, entry_point, aggregation)."""
+        result: RerankResponse = self._send(_rerank_call(problem, candidates, n, public_tests, policy, examples,
+                                                         extra))
         return result
 
     def get_reward(self, queries: Sequence[str], prompts: Sequence[str] | None = None) -> list[float]:
@@ -249,9 +257,11 @@ class AsyncPRMClient(_Base):
 
     async def score(self, problem: str, code: str | None = None, *, steps: Sequence[str] | None = None,
                     language: Language = "python", aggregation: Aggregation | None = None,
-                    prefix_scores: bool = False) -> ScoreResponse:
+                    prefix_scores: bool = False, run_examples: bool = False) -> ScoreResponse:
+        """``prefix_scores``: an outcome reward model scores every prefix (one score per step); ``run_examples``:
+        also run the statement's examples (``result.examples``); the score is unchanged."""
         result: ScoreResponse = await self._send(_score_call(problem, code, steps, language, aggregation,
-                                                             prefix_scores))
+                                                             prefix_scores, run_examples))
         return result
 
     async def score_batch(self, items: Sequence[ScoreItem | Mapping[str, Any]],
@@ -261,8 +271,10 @@ class AsyncPRMClient(_Base):
 
     async def rerank(self, problem: str, candidates: Sequence[str] | None = None, *, n: int | None = None,
                      public_tests: Sequence[PublicTest | Mapping[str, Any]] | None = None,
-                     policy: PolicyOptions | Mapping[str, Any] | None = None, **extra: Any) -> RerankResponse:
-        result: RerankResponse = await self._send(_rerank_call(problem, candidates, n, public_tests, policy, extra))
+                     policy: PolicyOptions | Mapping[str, Any] | None = None,
+                     examples: Literal["auto", "off"] = "auto", **extra: Any) -> RerankResponse:
+        result: RerankResponse = await self._send(_rerank_call(problem, candidates, n, public_tests, policy,
+                                                               examples, extra))
         return result
 
     async def get_reward(self, queries: Sequence[str], prompts: Sequence[str] | None = None) -> list[float]:

@@ -23,6 +23,11 @@ ServerOpt = Annotated[str | None, typer.Option("--server", "-s", envvar="DREAMPR
                                                help="URL of a running service [env: DREAMPRM_URL]")]
 ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="DREAMPRM_API_KEY", help="Bearer key")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+ExamplesOpt = Annotated[str, typer.Option("--examples", help="auto: without --tests, run the statement's worked "
+                                                             "examples as tests; off: never")]
+EntryPointOpt = Annotated[str | None, typer.Option("--entry-point", help="function the examples call")]
+StarterOpt = Annotated[Path | None, typer.Option("--starter-code", help="file with the signature / class stub",
+                                                 exists=True, dir_okay=False)]
 CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", "-c",
                                                     help="PRM checkpoint directory [env: DREAMPRM_CHECKPOINT]")]
 
@@ -180,11 +185,13 @@ def rerank(candidates: Annotated[list[Path] | None, typer.Argument(help="candida
                                                       exists=True, dir_okay=False)] = None,
            language: Annotated[str, typer.Option("--language", "-l")] = "python",
            aggregation: Annotated[str | None, typer.Option(help="min|mean|last|product|logodds")] = None,
+           examples: ExamplesOpt = "auto", entry_point: EntryPointOpt = None, starter_code: StarterOpt = None,
            server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     """Rank candidate programs (or n generated ones) with the server at --server."""
     texts = [_read_file(c) for c in candidates or []]
     result = _rerank(server, api_key, _read_arg(problem), texts or None, n=n, tests=tests, language=language,
-                     aggregation=aggregation)
+                     aggregation=aggregation, examples=examples, entry_point=entry_point,
+                     starter_code=_read_file(starter_code) if starter_code else None)
     names = [str(c) for c in candidates or []]
     _print_ranking(result, names, as_json)
 
@@ -201,6 +208,7 @@ def ci_rerank(candidates: Annotated[list[Path], typer.Argument(help="candidate f
                                                          dir_okay=False)] = None,
               language: Annotated[str, typer.Option("--language", "-l")] = "python",
               aggregation: Annotated[str | None, typer.Option(help="min|mean|last|product|logodds")] = None,
+              examples: ExamplesOpt = "auto", entry_point: EntryPointOpt = None, starter_code: StarterOpt = None,
               server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     """Rank generated patches in CI: prints the ranking; exit 0 if the best candidate reaches --threshold,
     1 if none does, 2 on errors."""
@@ -218,7 +226,8 @@ def ci_rerank(candidates: Annotated[list[Path], typer.Argument(help="candidate f
                 _fail(f"{path}: {exc}")
         codes.append(text)
     result = _rerank(server, api_key, _read_file(problem), codes, n=None, tests=tests, language=language,
-                     aggregation=aggregation)
+                     aggregation=aggregation, examples=examples, entry_point=entry_point,
+                     starter_code=_read_file(starter_code) if starter_code else None)
     _print_ranking(result, [str(c) for c in candidates], as_json)
     best = result.ranking[0] if result.ranking else None
     passed = best is not None and best.score is not None and best.score >= threshold and best.tests_passed is not False
@@ -242,13 +251,15 @@ def _client(server: str, api_key: str | None) -> Any:
 
 
 def _rerank(server: str | None, api_key: str | None, problem: str, codes: list[str] | None, *, n: int | None,
-            tests: Path | None, language: str, aggregation: str | None) -> Any:
+            tests: Path | None, language: str, aggregation: str | None, examples: str = "auto",
+            entry_point: str | None = None, starter_code: str | None = None) -> Any:
     if not server:
         _fail("rerank needs a running service: pass --server URL or set DREAMPRM_URL")
     try:
         public = json.loads(tests.read_text()) if tests else None
         with _client(server, api_key) as prm:
-            return prm.rerank(problem, codes, n=n, public_tests=public, language=language, aggregation=aggregation)
+            return prm.rerank(problem, codes, n=n, public_tests=public, language=language, aggregation=aggregation,
+                              examples=examples, entry_point=entry_point, starter_code=starter_code)
     except PRMError as exc:
         _fail(exc.message)
     except (ValueError, OSError) as exc:
@@ -262,12 +273,19 @@ def _print_ranking(result: Any, names: list[str], as_json: bool) -> None:
     typer.echo(f"{'rank':>4}  {'index':>5}  {'score':>7}  {'tests':<6} candidate")
     for c in result.ranking:
         score = "-" if c.score is None else f"{c.score:.4f}"
-        tests = "-" if c.tests_passed is None else ("pass" if c.tests_passed else "fail")
+        tests = "-" if c.tests is None else f"{c.tests.n_passed}/{c.tests.n_tests}"
         name = names[c.index] if c.index < len(names) else f"{c.source} #{c.index}"
         typer.echo(f"{c.rank:>4}  {c.index:>5}  {score:>7}  {tests:<6} {name}" + (f"  ({c.error})" if c.error else ""))
-    t = result.timings
-    typer.echo(f"best: {result.best_index}  ({result.aggregation}; generate {t.generate_ms:.0f} ms, "
-               f"tests {t.tests_ms:.0f} ms, score {t.score_ms:.0f} ms)")
+    t, ex = result.timings, result.examples
+    if result.tests_source == "statement" and ex is not None:
+        typer.echo(f"tests: {ex.extracted} examples from the statement ({ex.test_type}"
+                   + (f", {ex.entry_point}" if ex.entry_point else "") + f"; {ex.skipped} blocks skipped)")
+    elif result.tests_source == "given":
+        typer.echo("tests: given (--tests)")
+    elif ex is not None:
+        typer.echo(f"tests: none (no example found in the statement; {ex.skipped} blocks skipped)")
+    typer.echo(f"best: {result.best_index}  ({result.aggregation}; examples {t.examples_ms:.0f} ms, generate "
+               f"{t.generate_ms:.0f} ms, tests {t.tests_ms:.0f} ms, score {t.score_ms:.0f} ms)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,22 +14,28 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from service.aggregate import Aggregation
 from service.cof import CODE_STOP, assistant_prefix, cof_prompt
 from service.engine import ScoringEngine
 from service.errors import InputTooLong, InvalidInput, PolicyError, PolicyTimeout
+from service.examples import EXAMPLE_SETUP, extract_examples
 from service.policy import Generation, GenerationRequest, OpenAIPolicy, Policy
 from service.sandbox import Limits, TestSpec, TestType
 from service.sandbox_pool import SandboxPool, SandboxSession
 from service.schemas import (
+    ExamplesInfo,
+    ExamplesPassed,
     PolicyUsage,
-    PublicTest,
     RankedCandidate,
     RerankRequest,
     RerankResponse,
+    ScoreBatchResponse,
     ScoreItem,
+    ScoreRequest,
     ScoreResponse,
+    TestCaseInfo,
     TestOutcome,
     Timings,
 )
@@ -46,6 +52,18 @@ class _Candidate:
     code: str
     source: str  # "given" | "policy"
     finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Tests:
+    """The tests of one request: given by the caller or read from the statement (or none)."""
+
+    specs: list[TestSpec]
+    cases: list[TestCaseInfo]
+    test_type: TestType
+    source: Literal["given", "statement"] | None
+    setup: str = ""
+    info: ExamplesInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +126,11 @@ class Reranker:
         start = time.perf_counter()
         agg: Aggregation = req.aggregation or self.settings.default_aggregation \
             or self.engine.model.manifest.default_aggregation
-        test_type: TestType = _test_type(req)
         if req.public_tests and len(req.public_tests) > self.settings.max_public_tests:
             raise InputTooLong(f"{len(req.public_tests)} public tests; the limit is {self.settings.max_public_tests}")
         session = self._sandbox_session(req)
+        tests = await self._tests(req)
+        extracted = time.perf_counter()
         usage = None
         if req.candidates is not None:
             self._check_count(len(req.candidates))
@@ -119,22 +138,38 @@ class Reranker:
         else:
             n = req.n or self.settings.default_n
             self._check_count(n)
-            sampled = await self._sample(req, n, test_type)
+            sampled = await self._sample(req, n, tests.test_type)
             cands, usage = sampled.candidates, sampled.usage
         generated = time.perf_counter()
         outcomes: list[TestOutcome | None] = [None] * len(cands)
-        if req.public_tests:
-            outcomes = list(await asyncio.gather(*(self._run_tests(session, c.code, req.public_tests, test_type,
-                                                                   req.all_test_results) for c in cands)))
+        if tests.specs:
+            outcomes = list(await asyncio.gather(*(self._run_tests(session, c.code, tests, req.all_test_results)
+                                                   for c in cands)))
         tested = time.perf_counter()
         scored = await asyncio.gather(*(self._score(req, c.code, agg) for c in cands))
         done = time.perf_counter()
         ranking = _rank(cands, outcomes, scored)
-        timings = Timings(generate_ms=_ms(generated - start), tests_ms=_ms(tested - generated),
-                          score_ms=_ms(done - tested), total_ms=_ms(done - start))
+        timings = Timings(examples_ms=_ms(extracted - start), generate_ms=_ms(generated - extracted),
+                          tests_ms=_ms(tested - generated), score_ms=_ms(done - tested), total_ms=_ms(done - start))
         best = ranking[0].index if ranking and ranking[0].score is not None else None
         return RerankResponse(best_index=best, ranking=ranking, aggregation=agg, policy_usage=usage,
+                              tests_source=tests.source if tests.specs else None, examples=tests.info,
                               timings=timings, model=self.engine.model.name)
+
+    async def score(self, req: ScoreRequest) -> ScoreResponse | ScoreBatchResponse:
+        """``engine.score``, plus ``examples: {passed, total}`` on the items that ask ``run_examples``."""
+        result = await self.engine.score(req)
+        items = [req] if isinstance(req, ScoreItem) else req.items
+        wanted = [i for i, item in enumerate(items) if item.run_examples]
+        if not wanted:
+            return result
+        found = await asyncio.gather(*(self._examples_passed(items[i]) for i in wanted))
+        if isinstance(result, ScoreResponse):
+            return result.model_copy(update={"examples": found[0]})
+        out = list(result.items)
+        for i, examples in zip(wanted, found, strict=True):
+            out[i] = out[i].model_copy(update={"examples": examples})
+        return result.model_copy(update={"items": out})
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -214,17 +249,54 @@ class Reranker:
             raise InputTooLong(f"sandbox_budget_s {req.sandbox_budget_s:g} is over the server's limit of {budget:g}")
         return self.sandbox.session(req.sandbox_budget_s or budget)
 
-    async def _run_tests(self, session: SandboxSession, code: str, tests: Sequence[PublicTest], test_type: TestType,
-                         all_results: bool) -> TestOutcome:
-        specs = [TestSpec(kind="assert", code=t.code) if t.code is not None
-                 else TestSpec(kind="io", input=t.input or "", output=t.output) for t in tests]
+    async def _tests(self, req: RerankRequest) -> _Tests:
+        if req.public_tests:
+            kind: TestType = "functional" if req.public_tests[0].code is not None else "stdin"
+            specs = [TestSpec(kind="assert", code=t.code) if t.code is not None
+                     else TestSpec(kind="io", input=t.input or "", output=t.output) for t in req.public_tests]
+            cases = [TestCaseInfo(source="given", input=t.input, output=t.output, code=t.code)
+                     for t in req.public_tests]
+            return _Tests(specs, cases, kind, "given")
+        if req.examples == "auto" and req.language == "python":
+            return await self._statement_tests(req.problem, req.starter_code, req.entry_point)
+        return _Tests([], [], _test_type(req), None)
+
+    async def _statement_tests(self, problem: str, starter_code: str | None, entry_point: str | None) -> _Tests:
+        """The statement's examples as tests (``service.examples``); the extraction is bounded, off the loop."""
+        hint: TestType | None = "functional" if (starter_code or entry_point) else None
+        found = await asyncio.to_thread(extract_examples, problem, starter_code=starter_code, entry_point=entry_point,
+                                        test_type=hint, max_examples=self.settings.max_public_tests)
+        info = ExamplesInfo(test_type=found.test_type, entry_point=found.entry_point, extracted=len(found.examples),
+                            skipped=found.skipped, truncated=found.truncated)
+        specs = [TestSpec(kind="assert", code=e.code) if e.code is not None
+                 else TestSpec(kind="io", input=e.input, output=e.output) for e in found.examples]
+        cases = [TestCaseInfo(source="statement", example=e.text, input=e.input, output=e.output, code=e.code)
+                 for e in found.examples]
+        kind = found.test_type if specs else ("functional" if hint else "stdin")
+        setup = EXAMPLE_SETUP if kind == "functional" else ""
+        return _Tests(specs, cases, kind, "statement" if specs else None, setup, info)
+
+    async def _run_tests(self, session: SandboxSession, code: str, tests: _Tests,
+                         all_results: bool = False) -> TestOutcome:
         s = self.settings
         limits = Limits(wall_s=s.test_wall_s, per_test_s=s.test_wall_s, tmp_mb=s.sandbox_tmp_mb,
                         tmp_inodes=s.sandbox_tmp_inodes, shm_mb=s.sandbox_shm_mb)
-        result = await session.run_tests(code, specs, test_type=test_type, limits=limits,
-                                         stop_at_first_failure=not all_results)
+        result = await session.run_tests(code, tests.specs, test_type=tests.test_type, setup_code=tests.setup,
+                                         limits=limits, stop_at_first_failure=not all_results)
         return TestOutcome(passed=result.passed, n_tests=result.n_tests, n_passed=result.n_passed,
-                           status=result.status)
+                           status=result.status, first_failure=result.first_failure, seconds=result.seconds,
+                           cases=tests.cases)
+
+    async def _examples_passed(self, item: ScoreItem) -> ExamplesPassed:
+        if item.language != "python":
+            return ExamplesPassed(passed=0, total=0)
+        tests = await self._statement_tests(item.problem, None, None)
+        if not tests.specs:
+            return ExamplesPassed(passed=0, total=0)
+        code = item.code if item.code is not None else "".join(item.steps or [])
+        session = self.sandbox.session(self.settings.sandbox_budget_s)
+        outcome = await self._run_tests(session, code, tests, all_results=True)  # passed counts every example
+        return ExamplesPassed(passed=outcome.n_passed, total=outcome.n_tests, status=outcome.status)
 
     async def _score(self, req: RerankRequest, code: str, agg: Aggregation) -> ScoreResponse | str:
         """The candidate's scores, or why it cannot be scored (one bad candidate never fails the rerank)."""
@@ -237,15 +309,26 @@ class Reranker:
             return exc.message
 
 
+RankKey = tuple[int, float, int, float]
+
+
+def rank_key(tests_passed: bool | None, n_passed: int, n_tests: int, score: float | None) -> RankKey:
+    """Sort key (smaller first): all tests pass, then the share passed, then the PRM score; unscored last.
+
+    ``tests_passed`` None: no tests ran (the key then orders by score alone).
+    """
+    failed = int(tests_passed is False)
+    fraction = n_passed / n_tests if n_tests else 0.0
+    return (failed, -fraction, int(score is None), 0.0 if score is None else -score)
+
+
 def _rank(cands: Sequence[_Candidate], outcomes: Sequence[TestOutcome | None],
           scored: Sequence[ScoreResponse | str]) -> list[RankedCandidate]:
-    """Passing public tests first (when given), then by score; unscored last; ties by index."""
-    def key(i: int) -> tuple[int, int, float, int]:
+    """``rank_key`` order; ties by index."""
+    def key(i: int) -> tuple[RankKey, int]:
         result, outcome = scored[i], outcomes[i]
-        failed = int(outcome is not None and not outcome.passed)
-        if isinstance(result, str):
-            return (failed, 1, 0.0, i)
-        return (failed, 0, -result.score, i)
+        return (rank_key(None if outcome is None else outcome.passed, outcome.n_passed if outcome else 0,
+                         outcome.n_tests if outcome else 0, None if isinstance(result, str) else result.score), i)
 
     ranking = []
     for rank, i in enumerate(sorted(range(len(cands)), key=key)):

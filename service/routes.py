@@ -70,9 +70,9 @@ async def split(req: SplitRequest, engine: EngineDep) -> SplitResponse:
 
 
 @router.post("/v1/score")
-async def score(req: ScoreBody, engine: EngineDep) -> ScoreResponse | ScoreBatchResponse:
+async def score(req: ScoreBody, reranker: RerankerDep) -> ScoreResponse | ScoreBatchResponse:
     """Score every step of one candidate, or of each item of a batch."""
-    return await engine.score(req)
+    return await reranker.score(req)
 
 
 @router.post("/v1/rerank", responses=POLICY_ERRORS)

@@ -81,11 +81,12 @@ class SandboxSession:
         self.running = 0
 
     async def run_tests(self, code: str, tests: Sequence[TestSpec], *, test_type: TestType, limits: Limits,
-                        stop_at_first_failure: bool = True) -> ExecResult:
+                        setup_code: str = "", stop_at_first_failure: bool = True) -> ExecResult:
         """``service.sandbox.run_tests`` on a worker of the pool, charged to this session's budget."""
         await self.pool._acquire(self)
         try:
-            return await asyncio.to_thread(run_tests, code, tests, test_type=test_type, limits=limits,
-                                           stop_at_first_failure=stop_at_first_failure, budget=self.budget)
+            return await asyncio.to_thread(run_tests, code, tests, test_type=test_type, setup_code=setup_code,
+                                           limits=limits, stop_at_first_failure=stop_at_first_failure,
+                                           budget=self.budget)
         finally:
             self.pool._release(self)

@@ -59,6 +59,8 @@ class ScoreItem(_Request):
     prefix_scores: bool = Field(default=False, description="outcome reward models only: score every prefix of "
                                 "the program as its own sequence (one score per step); by default an ORM scores "
                                 "the whole program once. Process reward models always score every step.")
+    run_examples: bool = Field(default=False, description="also run the examples found in the statement in the "
+                                                          "sandbox and report {passed, total}; 'score' is unchanged")
 
     @model_validator(mode="after")
     def _code_or_steps(self) -> ScoreItem:
@@ -93,6 +95,12 @@ class AggregateScores(BaseModel):
     logodds: float
 
 
+class ExamplesPassed(BaseModel):
+    passed: int
+    total: int = Field(description="examples extracted from the statement (0: none found)")
+    status: str | None = Field(default=None, description="the sandbox's status; null when there was nothing to run")
+
+
 class ScoreResponse(BaseModel):
     steps: list[StepScore]
     aggregate: AggregateScores
@@ -103,6 +111,7 @@ class ScoreResponse(BaseModel):
     cached: bool
     n_tokens: int
     model: str
+    examples: ExamplesPassed | None = Field(default=None, description="with run_examples only")
 
 
 class ScoreBatchResponse(BaseModel):
@@ -197,6 +206,8 @@ class RerankRequest(_Request):
                                    "stop at its first failure; n_passed then counts the tests before it)")
     sandbox_budget_s: float | None = Field(default=None, gt=0, description="sandbox seconds for this request's "
                                            "tests (default and maximum: the server's DREAMPRM_SANDBOX_BUDGET_S)")
+    examples: Literal["auto", "off"] = Field(default="auto", description="without public_tests: 'auto' extracts "
+                                             "the statement's worked examples and runs them as tests")
     aggregation: Aggregation | None = None
 
     @model_validator(mode="after")
@@ -208,6 +219,17 @@ class RerankRequest(_Request):
         return self
 
 
+class TestCaseInfo(BaseModel):
+    """One test that was run, and where it came from."""
+
+    __test__ = False  # not a pytest class
+    source: Literal["given", "statement"]
+    example: str | None = Field(default=None, description="the statement text the test was read from")
+    input: str | None = None
+    output: str | None = None
+    code: str | None = None
+
+
 class TestOutcome(BaseModel):
     __test__ = False  # not a pytest class
     passed: bool
@@ -215,6 +237,9 @@ class TestOutcome(BaseModel):
     n_passed: int
     status: str = Field(description="passed | wrong_answer | runtime_error | timeout | memory | output_limit | "
                         "syntax_error | killed | sandbox_error | budget_exceeded")
+    first_failure: str | None = Field(default=None, description="e.g. 'test 2: AssertionError'")
+    seconds: float | None = Field(default=None, description="sandbox time of this candidate's tests")
+    cases: list[TestCaseInfo] = Field(default_factory=list, description="the tests, in order")
 
 
 class RankedCandidate(BaseModel):
@@ -240,7 +265,18 @@ class PolicyUsage(BaseModel):
     errors: list[str]
 
 
+class ExamplesInfo(BaseModel):
+    """What was read from the statement (``examples: "auto"`` without public tests)."""
+
+    test_type: Literal["functional", "stdin"]
+    entry_point: str | None
+    extracted: int
+    skipped: int = Field(description="example-like blocks that could not be read with confidence")
+    truncated: bool
+
+
 class Timings(BaseModel):
+    examples_ms: float = Field(default=0.0, description="extracting examples from the statement")
     generate_ms: float
     tests_ms: float
     score_ms: float
@@ -252,6 +288,9 @@ class RerankResponse(BaseModel):
     ranking: list[RankedCandidate]
     aggregation: Aggregation
     policy_usage: PolicyUsage | None
+    tests_source: Literal["given", "statement"] | None = Field(
+        default=None, description="where the tests came from; null when none ran")
+    examples: ExamplesInfo | None = Field(default=None, description="the extraction, when examples were looked for")
     timings: Timings
     model: str
 

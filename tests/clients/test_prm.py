@@ -51,6 +51,14 @@ async def test_async_client_in_process(aclient: AsyncPRMClient) -> None:
     ranked = await aclient.rerank(PROBLEM, [BAD, GOOD], public_tests=[{"input": "1 2\n", "output": "3\n"}])
     assert ranked.ranking[0].index == 1 and ranked.ranking[0].tests_passed
     assert (await aclient.get_reward([PROBLEM + "\n```python\n" + GOOD + "```"]))[0] == pytest.approx(one.score)
+    statement = PROBLEM + "\nSample Input\n1 2\nSample Output\n3\n"
+    ranked = await aclient.rerank(statement, [BAD, GOOD])
+    assert ranked.ranking[0].index == 1 and ranked.tests_source == "statement"
+    assert ranked.ranking[0].tests is not None and ranked.ranking[0].tests.cases[0].source == "statement"
+    assert (await aclient.rerank(statement, [BAD, GOOD], examples="off")).tests_source is None
+    checked = await aclient.score(statement, BAD, run_examples=True)
+    assert checked.examples is not None and (checked.examples.passed, checked.examples.total) == (0, 1)
+    assert (await aclient.score(statement, BAD)).examples is None
     assert (await aclient.models()).data[0].id == "fake-prm"
     assert await aclient.ready()
 
@@ -142,7 +150,14 @@ def test_cli_score_split_rerank_against_server(server: str, tmp_path: Path) -> N
                             "--server", server])
     assert r.exit_code == 0, r.output
     first = r.output.splitlines()[1]
-    assert "good.py" in first and "pass" in first
+    assert "good.py" in first and "1/1" in first and "tests: given" in r.output
+    statement = PROBLEM + "\n\nExample\nInput\n1 2\nOutput\n3\n"
+    r = runner.invoke(cli, ["rerank", str(bad), str(good), "--problem", statement, "--server", server])
+    assert r.exit_code == 0, r.output
+    assert "good.py" in r.output.splitlines()[1] and "1 examples from the statement (stdin" in r.output
+    r = runner.invoke(cli, ["rerank", str(bad), str(good), "--problem", statement, "--examples", "off",
+                            "--server", server, "--json"])
+    assert r.exit_code == 0 and '"tests_source": null' in r.output
     r = runner.invoke(cli, ["rerank", "--problem", PROBLEM, "--n", "2", "--server", server])
     assert r.exit_code == 2 and "no policy configured" in r.output
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -78,7 +79,11 @@ def test_public_tests_put_passing_candidates_first(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     ranking = r.json()["ranking"]
     assert ranking[0]["index"] == 1 and ranking[0]["tests_passed"] is True
-    assert ranking[0]["tests"] == {"passed": True, "n_tests": 2, "n_passed": 2, "status": "passed"}
+    tests = ranking[0]["tests"]
+    assert {k: tests[k] for k in ("passed", "n_tests", "n_passed", "status")} == \
+        {"passed": True, "n_tests": 2, "n_passed": 2, "status": "passed"}
+    assert [c["source"] for c in tests["cases"]] == ["given", "given"] and tests["cases"][0]["input"] == "1 2\n"
+    assert r.json()["tests_source"] == "given" and r.json()["examples"] is None
     assert ranking[1]["tests_passed"] is False and ranking[1]["tests"]["status"] == "wrong_answer"
 
 
@@ -204,3 +209,101 @@ def test_get_reward_openrlhf_contract(client: TestClient) -> None:
     assert with_prompts["rewards"][0] == pytest.approx(good)
     assert client.post("/get_reward", json={"query": queries, "prompts": [prompt]}).status_code == 400
     assert client.post("/get_reward", json={"query": "not a list"}).status_code == 422
+
+
+# --- examples from the statement (issue #15) ------------------------------------------------------
+
+STDIN_STATEMENT = PROBLEM + "\n\nExample\nInput\n1 2\n\nOutput\n3\n\nInput\n5 5\nOutput\n10\n"
+DOCTEST = 'def square(x):\n    """Square x.\n    >>> square(3)\n    9\n    >>> square(-2)\n    4\n    """\n'
+SQUARE_OK = "def square(x):\n    return x * x\n"
+SQUARE_HALF = "def square(x):\n    return 9 if x == 3 else 0\n"  # passes one of the two examples
+SQUARE_BAD = "def square(x):\n    return x + x\n"
+
+
+def test_statement_examples_run_by_default(client: TestClient) -> None:
+    r = client.post("/v1/rerank", json={"problem": STDIN_STATEMENT, "candidates": [BAD, GOOD]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tests_source"] == "statement"
+    assert body["examples"] == {"test_type": "stdin", "entry_point": None, "extracted": 2, "skipped": 0,
+                                "truncated": False}
+    first, second = body["ranking"]
+    assert first["index"] == 1 and first["tests"]["n_passed"] == 2 and second["tests"]["n_passed"] == 0
+    case = first["tests"]["cases"][0]
+    assert case["source"] == "statement" and case["input"] == "1 2\n" and "Input" in case["example"]
+    assert first["tests"]["seconds"] > 0 and body["timings"]["examples_ms"] >= 0
+
+
+def test_rank_rule_all_pass_then_fraction_then_score(client: TestClient) -> None:
+    r = client.post("/v1/rerank", json={"problem": DOCTEST, "candidates": [SQUARE_BAD, SQUARE_HALF, SQUARE_OK]})
+    ranking = r.json()["ranking"]
+    assert [c["index"] for c in ranking] == [2, 1, 0]
+    assert [(c["tests"]["n_passed"], c["tests"]["n_tests"]) for c in ranking] == [(2, 2), (1, 2), (0, 2)]
+    assert ranking[0]["tests"]["cases"][0]["code"] == "assert square(3) == 9"
+
+
+def test_examples_off_and_given_tests_win(client: TestClient) -> None:
+    off = client.post("/v1/rerank", json={"problem": STDIN_STATEMENT, "candidates": [BAD, GOOD], "examples": "off"})
+    assert off.json()["tests_source"] is None and off.json()["examples"] is None
+    assert all(c["tests"] is None for c in off.json()["ranking"])
+    given = client.post("/v1/rerank", json={"problem": STDIN_STATEMENT, "candidates": [BAD, GOOD],
+                                            "public_tests": [{"input": "4 4\n", "output": "8\n"}]})
+    body = given.json()
+    assert body["tests_source"] == "given" and body["ranking"][0]["tests"]["n_tests"] == 1
+    assert body["ranking"][0]["tests"]["cases"][0]["source"] == "given"
+
+
+def test_no_example_in_statement_ranks_by_score(client: TestClient) -> None:
+    r = client.post("/v1/rerank", json={"problem": PROBLEM, "candidates": [BAD, GOOD]})
+    body = r.json()
+    assert body["tests_source"] is None and body["examples"]["extracted"] == 0
+    assert all(c["tests"] is None for c in body["ranking"])
+
+
+def test_score_run_examples_adds_counts_not_a_new_score(client: TestClient) -> None:
+    plain = client.post("/v1/score", json={"problem": DOCTEST, "code": SQUARE_HALF}).json()
+    assert plain["examples"] is None
+    checked = client.post("/v1/score", json={"problem": DOCTEST, "code": SQUARE_HALF, "run_examples": True}).json()
+    assert checked["examples"] == {"passed": 1, "total": 2, "status": "wrong_answer"}
+    assert checked["score"] == plain["score"]
+    batch = client.post("/v1/score", json={"items": [
+        {"problem": DOCTEST, "code": SQUARE_OK, "run_examples": True},
+        {"problem": PROBLEM, "code": GOOD, "run_examples": True},
+        {"problem": DOCTEST, "code": SQUARE_OK}]}).json()
+    assert [i["examples"] for i in batch["items"]] == [{"passed": 2, "total": 2, "status": "passed"},
+                                                       {"passed": 0, "total": 0, "status": None}, None]
+
+
+def test_hostile_example_runs_only_in_the_sandbox(client: TestClient, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An example that calls os.system is never evaluated by the service: it reaches only ``run_tests``."""
+    import service.rerank as rerank_module
+
+    marker = tmp_path / "pwned"
+    problem = (f"def f(x):\n    '''\n    >>> f(__import__('os').system('touch {marker}'))\n    0\n    '''\n")
+    seen: list[str] = []
+    real = rerank_module.run_tests
+
+    def spy(code: str, tests: list, **kw: object) -> object:  # type: ignore[type-arg]
+        seen.extend(t.code for t in tests)
+        return real(code, tests, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rerank_module, "run_tests", spy)
+    r = client.post("/v1/rerank", json={"problem": problem, "candidates": ["def f(x):\n    return 0\n"]})
+    assert r.status_code == 200, r.text
+    assert seen and "os" in seen[0]
+    assert r.json()["timings"]["examples_ms"] < 1000
+    # the sandbox ran it as its own user in its own run directory (root: a uid that cannot write here)
+    import os
+
+    if os.geteuid() == 0:
+        assert not marker.exists()
+
+
+def test_ten_thousand_example_headers_stay_bounded(client: TestClient) -> None:
+    problem = PROBLEM + "\n" + "Example\nInput\n1 2\nOutput\n3\n\n" * 10_000
+    r = client.post("/v1/rerank", json={"problem": problem, "candidates": [BAD, GOOD]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["examples"]["extracted"] == 1 and body["examples"]["truncated"] is True
+    assert body["ranking"][0]["index"] == 1 and body["timings"]["examples_ms"] < 10_000
