@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from service.aggregate import Aggregation, aggregate, sigmoid
 from service.batcher import MicroBatcher
 from service.cache import CachedScore, MemoryCache, RedisCache, ScoreCache, cache_key
 from service.encoding import Encoded
-from service.errors import InputTooLong, InvalidInput, ModelNotReady, PRMError
+from service.errors import InputTooLong, InvalidInput, ModelNotFound, ModelNotReady, PRMError
 from service.heap import HeapTrimmer
 from service.manifest import PRMManifest
 from service.metrics import Metrics
@@ -73,6 +75,7 @@ class ScoringEngine:
                                     max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
                                     metrics=self.metrics, after_forward=HeapTrimmer(settings.heap_trim_s))
         self.max_tokens = min(settings.max_tokens, model.manifest.max_tokens)
+        self.created = _created(settings.checkpoint)
         self._warm = False
 
     @classmethod
@@ -114,6 +117,7 @@ class ScoringEngine:
     async def score(self, req: ScoreRequest) -> ScoreResponse | ScoreBatchResponse:
         if isinstance(req, ScoreItem):
             return await self.score_item(req)
+        self.check_model(req.model)
         if len(req.items) > self.settings.max_items:
             raise InputTooLong(f"{len(req.items)} items in one request; the limit is {self.settings.max_items}")
         results = await asyncio.gather(*(self._score_indexed(i, it, req) for i, it in enumerate(req.items)))
@@ -126,6 +130,7 @@ class ScoringEngine:
             raise type(exc)(f"items[{i}]: {exc.message}", retry_after=exc.retry_after) from exc
 
     async def score_item(self, item: ScoreItem, fallback: Aggregation | None = None) -> ScoreResponse:
+        self.check_model(item.model)
         prep = await asyncio.to_thread(self._prepare, item)
         texts = [s.text for s in prep.split.steps]
         hit = await self.cache.get(prep.key)
@@ -156,9 +161,15 @@ class ScoringEngine:
         items = reward_items(req, self.settings.default_aggregation)
         return RewardResponse(rewards=list(await asyncio.gather(*(one(it) for it in items))))
 
+    def check_model(self, requested: str | None) -> None:
+        """A request may name the model it wants (OpenAI-style clients always do): it must be the served one."""
+        if requested is not None and requested != self.model.name:
+            raise ModelNotFound(f"model {requested!r} is not served here; this server serves {self.model.name!r} "
+                                "(GET /v1/models); leave 'model' out to use it")
+
     def models(self) -> ModelsResponse:
         m = self.model.manifest
-        info = ModelInfo(id=m.name, revision=self.model.revision, template=m.template,
+        info = ModelInfo(id=m.name, created=self.created, revision=self.model.revision, template=m.template,
                          separator_token=m.separator_token, base_model=m.base_model.model_dump(),
                          default_aggregation=m.default_aggregation, max_tokens=self.max_tokens,
                          training=m.training, metrics=m.metrics)
@@ -183,6 +194,14 @@ class ScoringEngine:
         key = cache_key(self.model.revision, self.model.manifest.template, self.max_tokens,
                         item.problem, [s.text for s in split.steps])
         return _Prepared(split, key)
+
+
+def _created(checkpoint: Path | None) -> int:
+    """When the checkpoint was written (its prm.json's mtime), for ``/v1/models``; else now."""
+    try:
+        return int((checkpoint / "prm.json").stat().st_mtime) if checkpoint else int(time.time())
+    except OSError:
+        return int(time.time())
 
 
 def _make_cache(settings: Settings) -> ScoreCache:

@@ -25,8 +25,10 @@ from service.schemas import (
     PolicyUsage,
     PublicTest,
     RankedCandidate,
+    RerankDocument,
     RerankRequest,
     RerankResponse,
+    RerankResult,
     ScoreItem,
     ScoreResponse,
     TestOutcome,
@@ -104,6 +106,7 @@ class Reranker:
             await self._policy.aclose()
 
     async def rerank(self, req: RerankRequest) -> RerankResponse:
+        self.engine.check_model(req.model)
         start = time.perf_counter()
         agg: Aggregation = req.aggregation or self.settings.default_aggregation \
             or self.engine.model.manifest.default_aggregation
@@ -132,7 +135,8 @@ class Reranker:
                           score_ms=_ms(done - tested), total_ms=_ms(done - start))
         best = ranking[0].index if ranking and ranking[0].score is not None else None
         return RerankResponse(best_index=best, ranking=ranking, aggregation=agg, policy_usage=usage,
-                              timings=timings, model=self.engine.model.name)
+                              timings=timings, model=self.engine.model.name,
+                              results=rerank_results(ranking, req.top_n, req.return_documents))
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -245,6 +249,14 @@ def _rank(cands: Sequence[_Candidate], outcomes: Sequence[TestOutcome | None],
             steps=score.steps if score else [], tests_passed=None if outcome is None else outcome.passed,
             tests=outcome, finish_reason=cand.finish_reason, error=result if isinstance(result, str) else None))
     return ranking
+
+
+def rerank_results(ranking: Sequence[RankedCandidate], top_n: int | None,
+                   with_documents: bool) -> list[RerankResult]:
+    """The ranking in the shape of the usual rerank APIs: ``{index, relevance_score, document}``, best first."""
+    return [RerankResult(index=c.index, relevance_score=c.score if c.score is not None else 0.0,
+                         document=RerankDocument(text=c.code) if with_documents and c.code else None)
+            for c in ranking[:top_n]]
 
 
 def _test_type(req: RerankRequest) -> TestType:

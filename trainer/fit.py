@@ -24,6 +24,7 @@ from service.model import PRMNetwork
 from trainer.config import FitConfig
 from trainer.meta_correct import LabelledBatch, select_positions
 from trainer.records import Candidate, Problem, StepLabel
+from trainer.runs import progress
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,9 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
     step, tokens, train_s = 0, 0, 0.0  # real (unpadded) tokens trained on, time in training steps
     for epoch in range(config.epochs):
         model.train()
-        for batch in loader:
+        shown = progress(loader, total=len(loader), desc=f"fit epoch {epoch + 1}/{config.epochs}") \
+            if accelerator.is_local_main_process else loader
+        for batch in shown:
             started = time.perf_counter()
             batch = batch.to(accelerator.device)
             tokens += int(batch.inputs["attention_mask"].sum())

@@ -25,7 +25,7 @@ from trainer.meta_correct import CorrectConfig, correct_labels, fit_plain, meta_
 from trainer.pipeline import describe, executed_candidates, final_labels, label_table, labels_store, run_problems
 from trainer.records import Candidate, StepLabel
 from trainer.report import write_report
-from trainer.runs import atomic_write_text, stage, stage_seconds
+from trainer.runs import atomic_write_text, progress, stage, stage_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,8 @@ def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> di
         cands = executed_candidates(run, "dev")
         problems = {p.id: p for p in run_problems(run, "dev")}
         scorers = {name: run / rel for name, rel in SCORERS.items() if (run / rel / "prm.json").is_file()}
-        logits = {name: _score_all(PRMModel.load(path, device="cpu", dtype="float32"), problems, cands)
+        logits = {name: _score_all(PRMModel.load(path, device="cpu", dtype="float32"), problems, cands,
+                                   desc=f"evaluate {name}")
                   for name, path in scorers.items()}
         evals = [EvalCandidate(problem_id=c.problem_id, candidate_id=c.candidate_id,
                                passed=bool(c.exec and c.exec.passed), difficulty=problems[c.problem_id].difficulty,
@@ -191,7 +192,8 @@ def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> di
         return report.to_dict()
 
 
-def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]) -> list[list[float]]:
+def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate], *,
+               desc: str = "score") -> list[list[float]]:
     """Step logits of every candidate; empty (ranked last, as the service would not score it) when it
     has no steps or its code alone does not fit the checkpoint's ``max_tokens``. The candidates of one
     problem go through one ``forward`` call, so they share the problem prefix as in the service."""
@@ -207,7 +209,7 @@ def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]
             too_long += 1
             continue
         by_problem.setdefault(c.problem_id, []).append((i, enc))
-    for members in by_problem.values():
+    for members in progress(by_problem.values(), total=len(by_problem), desc=desc):  # one bar step per problem
         for (i, _), logits in zip(members, model.forward([enc for _, enc in members]), strict=True):
             out[i] = logits
     if too_long:
