@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
-import click
 import typer
 
 from service.aggregate import AGGREGATIONS
-from service.cli_io import USER_ERROR, choice, ci_verdict, fail, need_service_extra, read_arg, read_text, waiting
+from service.cli_io import choice, ci_verdict, fail, need_service_extra, read_arg, read_text, run_app, waiting
 from service.errors import PRMError, validation_failed
 from service.steps import Language
 
@@ -264,15 +263,4 @@ def _print_ranking(result: Any, names: list[str], as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command; usage errors (unknown option, missing argument) are one line too, exit 2."""
-    try:
-        code = app(args=argv, prog_name="dreamprm", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        typer.echo(exc.format_message())
-        raise SystemExit(0) from None
-    except click.ClickException as exc:
-        hint = f" (see {exc.ctx.command_path} --help)" if isinstance(exc, click.UsageError) and exc.ctx else ""
-        typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
-        raise SystemExit(USER_ERROR) from None
-    except click.exceptions.Abort:
-        raise SystemExit(130) from None
-    raise SystemExit(code if isinstance(code, int) else 0)
+    run_app(app, argv, "dreamprm")

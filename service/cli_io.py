@@ -11,14 +11,20 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
+
+try:  # typer >= 0.22 vendors its own click; older ones use the click package
+    from typer import _click as click
+except ImportError:  # pragma: no cover
+    import click  # type: ignore[no-redef]
 
 from service.launcher import SERVICE_EXTRA, SERVICE_MODULES, missing
 from service.schemas import RankedCandidate
 
 T = TypeVar("T", bound=str)
+NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 USER_ERROR = 2  # documented exit status of every user error
 
 
@@ -26,6 +32,23 @@ def fail(message: str) -> NoReturn:
     """Print ``error: message`` as one line on stderr and exit 2."""
     typer.echo(f"error: {' '.join(message.split())}", err=True)
     raise typer.Exit(USER_ERROR)
+
+
+def run_app(app: typer.Typer, argv: list[str] | None, prog_name: str) -> NoReturn:
+    """Run a typer app; its usage errors (unknown option, missing argument, bad value) are one line, exit 2.
+    Other exceptions propagate to the caller."""
+    try:
+        code: Any = app(args=argv, prog_name=prog_name, standalone_mode=False)
+    except NO_ARGS_IS_HELP as exc:  # a bare command: its help
+        typer.echo(exc.format_message())
+        raise SystemExit(0) from None
+    except click.exceptions.ClickException as exc:
+        hint = f" (see {exc.ctx.command_path} --help)" if isinstance(exc, click.exceptions.UsageError) and exc.ctx else ""
+        typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+        raise SystemExit(USER_ERROR) from None
+    except typer.Abort:
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def read_text(path: Path | str, what: str = "file") -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -176,28 +175,21 @@ def policy_dir(out: Annotated[Path, typer.Argument(help="directory to write (saf
 def main(argv: list[str] | None = None) -> None:
     """Run a stage; usage and domain errors (a changed setting, a missing input, an unreachable policy) are one
     line on stderr and exit 2. Unexpected errors keep their traceback."""
-    import click
-
+    from service.cli_io import fail, run_app
     from service.errors import PRMError
     from trainer.runs import ConfigChangedError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        code = app(args=argv, prog_name="python -m trainer", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        typer.echo(exc.format_message())
-        raise SystemExit(0) from None
-    except click.ClickException as exc:
-        hint = f" (see {exc.ctx.command_path} --help)" if isinstance(exc, click.UsageError) and exc.ctx else ""
-        _one_line(f"{exc.format_message()}{hint}")
-    except click.exceptions.Abort:
-        raise SystemExit(130) from None
+        run_app(app, argv, "python -m trainer")
     except (ConfigChangedError, PRMError, FileNotFoundError, ValueError) as exc:
         if os.environ.get("DREAMPRM_TRACEBACK"):
             raise
         message = exc.message if isinstance(exc, PRMError) else str(exc)
-        _one_line(f"{message}{_hint(exc)} [{type(exc).__name__}; DREAMPRM_TRACEBACK=1 shows the traceback]")
-    raise SystemExit(code if isinstance(code, int) else 0)
+        try:
+            fail(f"{message}{_hint(exc)} [{type(exc).__name__}; DREAMPRM_TRACEBACK=1 shows the traceback]")
+        except typer.Exit as exit_:
+            raise SystemExit(exit_.exit_code) from None
 
 
 def _hint(exc: Exception) -> str:
@@ -208,10 +200,6 @@ def _hint(exc: Exception) -> str:
                 "--set generate.backend=transformers --set generate.model=smollm2)")
     return ""
 
-
-def _one_line(message: str) -> None:
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
-    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -245,7 +245,8 @@ def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
                 shutil.copyfile(plot, out / plot.name)
         problems = {p.id: p for p in run_problems(run)}
         n = write_trl(run / "export" / "trl_prm.jsonl",
-                      trl_rows(problems, executed_candidates(run, "train"), label_table(run)))
+                      trl_rows(problems, executed_candidates(run, "train"), label_table(run),
+                               threshold=config.trl_threshold))
         logger.info("exported %s and %d TRL rows", out, n)
         return out
 
