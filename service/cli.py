@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
@@ -98,6 +97,8 @@ def split(file: Annotated[Path, typer.Argument(help="source file, or - for stdin
             with _client(server, api_key) as prm:
                 result = prm.split(code, lang)
         else:
+            if lang != "python":
+                need_service_extra(f"splitting {lang} locally", ("tree_sitter", "tree_sitter_language_pack"))
             local = split_code(code, lang)
             result = SplitResponse(steps=[StepOut(**dataclasses.asdict(s)) for s in local.steps],
                                    parsed=local.parsed, language=lang)
@@ -149,8 +150,7 @@ def score(file: Annotated[Path, typer.Argument(help="source file, or - for stdin
     for s in result.steps:
         shown = "unscored" if s.score is None else f"{s.score:.4f}"
         typer.echo(f"{s.index:>3}  {s.kind:<9} {s.name:<32} {shown}")
-    agg: Aggregation = result.aggregation
-    typer.echo(f"score ({agg}): {result.score:.4f}" + ("  [truncated]" if result.truncated else ""))
+    typer.echo(f"score ({result.aggregation}): {result.score:.4f}" + ("  [truncated]" if result.truncated else ""))
 
 
 async def _score_local(settings: Settings, item: Any) -> Any:

@@ -43,7 +43,8 @@ def run_app(app: typer.Typer, argv: list[str] | None, prog_name: str) -> NoRetur
         typer.echo(exc.format_message())
         raise SystemExit(0) from None
     except click.exceptions.ClickException as exc:
-        hint = f" (see {exc.ctx.command_path} --help)" if isinstance(exc, click.exceptions.UsageError) and exc.ctx else ""
+        ctx = exc.ctx if isinstance(exc, click.exceptions.UsageError) else None
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
         typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
         raise SystemExit(USER_ERROR) from None
     except typer.Abort:
@@ -86,9 +87,9 @@ def choice(value: T | None, allowed: Iterable[str], option: str) -> T | None:
     return value
 
 
-def need_service_extra(what: str) -> None:
-    """Exit 2 with the install hint when serving or local scoring lacks its dependencies."""
-    if absent := missing(SERVICE_MODULES):
+def need_service_extra(what: str, modules: tuple[str, ...] = SERVICE_MODULES) -> None:
+    """Exit 2 with the install hint when serving or local work lacks its dependencies (``modules``)."""
+    if absent := missing(modules):
         fail(f"{what} needs the 'service' extra ({SERVICE_EXTRA}; missing: {', '.join(absent)}); "
              "or pass --server URL to use a running service")
 
@@ -136,7 +137,8 @@ def ci_verdict(best: RankedCandidate | None, name: str, *, threshold: float | No
         return Verdict(1, f"FAIL: no candidate could be scored{why}")
     if threshold is None and not tests_given:
         return Verdict(0, f"rank only (no --threshold, no --tests): best is {name} with score {best.score:.4f}")
-    failed, passed = [], []
+    failed: list[tuple[str, str]] = []
+    passed: list[tuple[str, str]] = []
     if threshold is not None:
         (passed if best.score >= threshold else failed).append(
             ("score", f"score {best.score:.4f} {'>=' if best.score >= threshold else '<'} --threshold {threshold:g}"))

@@ -129,7 +129,8 @@ class CannedPolicy:
     name = "canned"
 
     async def generate(self, request: GenerationRequest) -> list[Generation]:
-        code = "def main():\n    n = int(input())\n    print(square(n))\n\n\ndef square(n):\n    return n * n\n\n\nmain()\n"
+        code = ("def main():\n    n = int(input())\n    print(square(n))\n\n\n"
+                "def square(n):\n    return n * n\n\n\nmain()\n")
         return [Generation(code + "```", "stop", 30) for _ in range(request.n)]
 
     async def aclose(self) -> None:

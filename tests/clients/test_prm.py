@@ -327,3 +327,23 @@ main(["--help"])
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and "the 'cli' extra" in out.stderr and "dreamprm-code[cli]" in out.stderr
+
+
+def test_cli_extra_alone_splits_python_and_names_the_service_extra_for_the_rest() -> None:
+    blocked = CLIENT_ONLY.replace('"typer", "click",', "")  # pip install '.[cli]': typer, no torch
+    script = blocked + r"""
+import subprocess
+from service.launcher import main
+for argv, code in ([["split", "examples/sum.py"], 0], [["split", "examples/sum.py", "-l", "go"], 2],
+                   [["score", "examples/sum.py", "-p", "x"], 2], [["serve"], 2]):
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert exc.code == code, (argv, exc.code)
+assert "torch" not in sys.modules
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    errors = out.stderr.splitlines()
+    assert len(errors) == 3 and all(e.startswith("error: ") and "'service' extra" in e for e in errors), errors
+    assert "parsed: True" in out.stdout
