@@ -3,7 +3,7 @@
 Stages: generate, execute, label, fit, correct, evaluate, export. Settings given with ``--set`` are
 merged into ``RUN_DIR/settings.json`` so later stages (and reruns) reuse them; a stage resumed with a
 changed setting stops unless ``--allow-changed`` is given. Errors are one line (exit 2);
-``DREAMPRM_TRACEBACK=1`` shows the traceback.
+``TRAINER_TRACEBACK=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -183,11 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_app(app, argv, "python -m trainer")
     except (ConfigChangedError, PRMError, FileNotFoundError, ValueError) as exc:
-        if os.environ.get("DREAMPRM_TRACEBACK"):
+        if os.environ.get("TRAINER_TRACEBACK"):
             raise
         message = exc.message if isinstance(exc, PRMError) else str(exc)
         try:
-            fail(f"{message}{_hint(exc)} [{type(exc).__name__}; DREAMPRM_TRACEBACK=1 shows the traceback]")
+            fail(f"{message}{_hint(exc)} [{type(exc).__name__}; TRAINER_TRACEBACK=1 shows the traceback]")
         except typer.Exit as exit_:
             raise SystemExit(exit_.exit_code) from None
 
