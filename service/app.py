@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.engine import ScoringEngine
-from service.errors import InvalidInput, InvalidJSON, MethodNotAllowed, NotFound, PRMError, ValidationFailed
+from service.errors import InvalidInput, InvalidJSON, MethodNotAllowed, NotFound, PRMError, validation_failed
 from service.http_middleware import RequestContextMiddleware, error_body, error_headers
 from service.metrics import Metrics
 from service.policy import Policy
@@ -116,9 +116,7 @@ async def _handle_validation(request: Request, exc: RequestValidationError) -> R
         return _json(InvalidJSON("request body is not valid JSON"), request)
     if "json" not in request.headers.get("content-type", "json"):
         return _json(InvalidInput("send the body as JSON with 'Content-Type: application/json'"), request)
-    parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors[:5]]
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return _json(ValidationFailed("; ".join(parts) + more), request)
+    return _json(validation_failed(errors), request)
 
 
 async def _handle_http(request: Request, exc: StarletteHTTPException) -> Response:

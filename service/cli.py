@@ -1,20 +1,23 @@
 """The ``dreamprm`` command: ``serve``; ``split``, ``score`` (local on a checkpoint, or against a server);
-``rerank`` and ``ci-rerank`` (against a server)."""
+``rerank`` and ``ci-rerank`` (against a server). Every user error is one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 
-from service.aggregate import Aggregation
-from service.errors import PRMError
-from service.settings import Settings
+from service.aggregate import AGGREGATIONS
+from service.cli_io import choice, ci_verdict, fail, need_service_extra, read_arg, read_text, run_app, waiting
+from service.errors import PRMError, validation_failed
+from service.steps import Language
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="DreamPRM-Code: a process reward model for code, function-as-step.")
@@ -27,23 +30,31 @@ ExamplesOpt = Annotated[str, typer.Option("--examples", help="auto: without --te
                                                              "examples as tests; off: never")]
 EntryPointOpt = Annotated[str | None, typer.Option("--entry-point", help="function the examples call")]
 StarterOpt = Annotated[Path | None, typer.Option("--starter-code", help="file with the signature / class stub",
-                                                 exists=True, dir_okay=False)]
+                                                 dir_okay=False)]
 CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", "-c",
                                                     help="PRM checkpoint directory [env: DREAMPRM_CHECKPOINT]")]
+LANGUAGES: tuple[str, ...] = get_args(Language)
+LanguageOpt = Annotated[str, typer.Option("--language", "-l", help=f"{'|'.join(LANGUAGES)}")]
+AggregationOpt = Annotated[str | None, typer.Option(help="|".join(AGGREGATIONS))]
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+def _language(value: str) -> Any:
+    return choice(value, LANGUAGES, "--language")
 
 
-def _read_arg(value: str) -> str:
-    """``@path`` reads a file, ``-`` reads stdin, anything else is the text itself."""
-    if value == "-":
-        return sys.stdin.read()
-    if value.startswith("@"):
-        return Path(value[1:]).read_text()
-    return value
+def _aggregation(value: str | None) -> Any:
+    return choice(value, AGGREGATIONS, "--aggregation")
+
+
+def _settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:  # a bad DREAMPRM_* variable
+        fail(f"bad setting: {validation_failed(exc.errors()).message}")
 
 
 @app.command()
@@ -51,19 +62,18 @@ def serve(checkpoint: CheckpointOpt = None,
           host: Annotated[str | None, typer.Option(help="bind address")] = None,
           port: Annotated[int | None, typer.Option(help="port")] = None) -> None:
     """Serve the HTTP API (settings from DREAMPRM_* variables; options override them)."""
+    need_service_extra("serve")
     from service.app import create_app
     from service.checkpoints.detect import detect_format
     from service.http_server import serve as serve_http
     from service.logs import configure_logging
     from service.manifest import read_manifest
 
-    overrides: dict[str, Any] = {k: v for k, v in
-                                 {"checkpoint": checkpoint, "host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides)
+    settings = _settings(checkpoint=checkpoint, host=host, port=port)
     settings.checkpoint = settings.checkpoint_or_default()
     if settings.checkpoint is None:
-        _fail("no checkpoint: pass --checkpoint DIR or set DREAMPRM_CHECKPOINT (the default checkpoint, "
-              "checkpoints/dreamprm-code-smollm2, is only found in a checkout of the repository)")
+        fail("no checkpoint: pass --checkpoint DIR or set DREAMPRM_CHECKPOINT (the default checkpoint, "
+             "checkpoints/dreamprm-code-smollm2, is only found in a checkout of the repository)")
     try:  # fail before binding the port, not in the background
         found = detect_format(settings.checkpoint, base=settings.base_model)
         manifest = read_manifest(settings.checkpoint) if found.format == "dreamprm" else None
@@ -72,7 +82,7 @@ def serve(checkpoint: CheckpointOpt = None,
 
             resolve_base(manifest, settings.base_model, where=settings.checkpoint)  # found, and the right hash
     except PRMError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     serve_http(create_app(settings), settings)
 
@@ -93,34 +103,34 @@ def convert(source: Annotated[Path, typer.Argument(help="the authors' torch chec
     try:
         written = convert_authors(source, out, base=base, lora_alpha=lora_alpha, overwrite=overwrite)
     except PRMError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     except FileExistsError:
-        _fail(f"{out} exists: pass --overwrite to replace it")
+        fail(f"{out} exists: pass --overwrite to replace it")
     typer.echo(f"wrote {written}: serve it with  dreamprm serve --checkpoint {written}")
 
 
 @app.command()
 def split(file: Annotated[Path, typer.Argument(help="source file, or - for stdin")],
-          language: Annotated[str, typer.Option("--language", "-l")] = "python",
+          language: LanguageOpt = "python",
           server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     """Split a program into function steps (locally, or by the server at --server)."""
-    from service.schemas import SplitRequest, SplitResponse, StepOut
+    from service.schemas import SplitResponse, StepOut
     from service.steps import split_code
 
-    code = sys.stdin.read() if str(file) == "-" else file.read_text()
+    lang = _language(language)
+    code = read_text(file, "source file")
     try:
-        request = SplitRequest.model_validate({"code": code, "language": language})
         if server:
             with _client(server, api_key) as prm:
-                result = prm.split(request.code, request.language)
+                result = prm.split(code, lang)
         else:
-            local = split_code(code, request.language)
+            if lang != "python":
+                need_service_extra(f"splitting {lang} locally", ("tree_sitter", "tree_sitter_language_pack"))
+            local = split_code(code, lang)
             result = SplitResponse(steps=[StepOut(**dataclasses.asdict(s)) for s in local.steps],
-                                   parsed=local.parsed, language=request.language)
+                                   parsed=local.parsed, language=lang)
     except PRMError as exc:
-        _fail(exc.message)
-    except ValueError as exc:
-        _fail(str(exc))
+        fail(exc.message)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
@@ -133,37 +143,41 @@ def split(file: Annotated[Path, typer.Argument(help="source file, or - for stdin
 def score(file: Annotated[Path, typer.Argument(help="source file, or - for stdin")],
           problem: Annotated[str, typer.Option("--problem", "-p", help="TEXT, @file or - for stdin")],
           checkpoint: CheckpointOpt = None,
-          language: Annotated[str, typer.Option("--language", "-l")] = "python",
-          aggregation: Annotated[str | None, typer.Option(help="min|mean|last|product|logodds")] = None,
+          language: LanguageOpt = "python",
+          aggregation: AggregationOpt = None,
           server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     """Score a program: against the server at --server, or locally with a checkpoint."""
+    from pydantic import ValidationError
+
     from service.schemas import ScoreItem
 
-    code = sys.stdin.read() if str(file) == "-" else file.read_text()
+    lang, agg = _language(language), _aggregation(aggregation)
+    code = read_text(file, "source file")
+    text = read_arg(problem, "problem file")
     try:
-        item = ScoreItem.model_validate({"problem": _read_arg(problem), "code": code, "language": language,
-                                         "aggregation": aggregation})
+        item = ScoreItem.model_validate({"problem": text, "code": code, "language": lang, "aggregation": agg})
         if server and not checkpoint:
-            with _client(server, api_key) as prm:
+            with _client(server, api_key) as prm, waiting("scoring"):
                 result = prm.score(item.problem, item.code, language=item.language, aggregation=item.aggregation)
         else:
-            settings = Settings(checkpoint=checkpoint) if checkpoint else Settings()
+            need_service_extra("local scoring")
+            settings = _settings(checkpoint=checkpoint)
             settings.checkpoint = settings.checkpoint_or_default()
             if settings.checkpoint is None:
-                _fail("nothing to score with: pass --server URL or --checkpoint DIR")
-            result = asyncio.run(_score_local(settings, item))
+                fail("nothing to score with: pass --server URL or --checkpoint DIR")
+            with waiting(f"loading {settings.checkpoint.name} and scoring"):
+                result = asyncio.run(_score_local(settings, item))
+    except ValidationError as exc:
+        fail(validation_failed(exc.errors()).message)
     except PRMError as exc:
-        _fail(exc.message)
-    except ValueError as exc:
-        _fail(str(exc))
+        fail(exc.message)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
     for s in result.steps:
         shown = "unscored" if s.score is None else f"{s.score:.4f}"
         typer.echo(f"{s.index:>3}  {s.kind:<9} {s.name:<32} {shown}")
-    agg: Aggregation = result.aggregation
-    typer.echo(f"score ({agg}): {result.score:.4f}" + ("  [truncated]" if result.truncated else ""))
+    typer.echo(f"score ({result.aggregation}): {result.score:.4f}" + ("  [truncated]" if result.truncated else ""))
 
 
 async def _score_local(settings: Settings, item: Any) -> Any:
@@ -178,70 +192,63 @@ async def _score_local(settings: Settings, item: Any) -> Any:
 
 @app.command()
 def rerank(candidates: Annotated[list[Path] | None, typer.Argument(help="candidate files (none: generate --n)",
-                                                                  exists=True, dir_okay=False)] = None,
+                                                                  dir_okay=False)] = None,
            problem: Annotated[str, typer.Option("--problem", "-p", help="TEXT, @file or - for stdin")] = "",
            n: Annotated[int | None, typer.Option(help="candidates to generate with the server's policy")] = None,
            tests: Annotated[Path | None, typer.Option(help="JSON list of public tests: {input, output} or {code}",
-                                                      exists=True, dir_okay=False)] = None,
-           language: Annotated[str, typer.Option("--language", "-l")] = "python",
-           aggregation: Annotated[str | None, typer.Option(help="min|mean|last|product|logodds")] = None,
+                                                      dir_okay=False)] = None,
+           language: LanguageOpt = "python", aggregation: AggregationOpt = None,
            examples: ExamplesOpt = "auto", entry_point: EntryPointOpt = None, starter_code: StarterOpt = None,
            server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     """Rank candidate programs (or n generated ones) with the server at --server."""
-    texts = [_read_file(c) for c in candidates or []]
-    result = _rerank(server, api_key, _read_arg(problem), texts or None, n=n, tests=tests, language=language,
-                     aggregation=aggregation, examples=examples, entry_point=entry_point,
-                     starter_code=_read_file(starter_code) if starter_code else None)
+    lang, agg = _language(language), _aggregation(aggregation)
+    texts = [read_text(c, "candidate") for c in candidates or []]
+    result = _rerank(server, api_key, read_arg(problem, "problem file"), texts or None, n=n, tests=tests,
+                     language=lang, aggregation=agg, examples=examples, entry_point=entry_point,
+                     starter_code=read_text(starter_code, "starter code") if starter_code else None)
     names = [str(c) for c in candidates or []]
     _print_ranking(result, names, as_json)
 
 
 @app.command("ci-rerank")
 def ci_rerank(candidates: Annotated[list[Path], typer.Argument(help="candidate files, or unified diffs of --base",
-                                                                exists=True, dir_okay=False)],
+                                                                dir_okay=False)],
               problem: Annotated[Path, typer.Option("--problem", "-p", help="file with the problem statement",
-                                                    exists=True, dir_okay=False)],
-              base: Annotated[Path | None, typer.Option(help="the file the diffs apply to", exists=True,
-                                                        dir_okay=False)] = None,
-              threshold: Annotated[float, typer.Option(help="exit 1 unless the best score reaches this")] = 0.5,
-              tests: Annotated[Path | None, typer.Option(help="JSON list of public tests", exists=True,
-                                                         dir_okay=False)] = None,
-              language: Annotated[str, typer.Option("--language", "-l")] = "python",
-              aggregation: Annotated[str | None, typer.Option(help="min|mean|last|product|logodds")] = None,
+                                                    dir_okay=False)],
+              base: Annotated[Path | None, typer.Option(help="the file the diffs apply to", dir_okay=False)] = None,
+              threshold: Annotated[float | None, typer.Option(
+                  help="exit 1 unless the best candidate's score reaches this (default: rank only)")] = None,
+              tests: Annotated[Path | None, typer.Option(help="JSON list of public tests; exit 1 unless the best "
+                                                              "candidate passes them", dir_okay=False)] = None,
+              language: LanguageOpt = "python", aggregation: AggregationOpt = None,
               examples: ExamplesOpt = "auto", entry_point: EntryPointOpt = None, starter_code: StarterOpt = None,
               server: ServerOpt = None, api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Rank generated patches in CI: prints the ranking; exit 0 if the best candidate reaches --threshold,
-    1 if none does, 2 on errors."""
+    """Rank generated patches in CI and gate on the best one: exit 0 when it reaches --threshold (if given)
+    and passes --tests (if given), 1 when a condition fails (the last line says which: score or tests), 2 on
+    errors. With neither option it only ranks."""
     from clients.patch import PatchError, apply_unified_diff, looks_like_diff
 
+    lang, agg = _language(language), _aggregation(aggregation)
     codes = []
     for path in candidates:
-        text = _read_file(path)
+        text = read_text(path, "candidate")
         if looks_like_diff(text):
             if base is None:
-                _fail(f"{path} is a diff: pass --base FILE (the file it applies to)")
+                fail(f"{path} is a diff: pass --base FILE (the file it applies to)")
             try:
-                text = apply_unified_diff(_read_file(base), text)
+                text = apply_unified_diff(read_text(base, "--base file"), text)
             except PatchError as exc:
-                _fail(f"{path}: {exc}")
+                fail(f"{path}: {exc}")
         codes.append(text)
-    result = _rerank(server, api_key, _read_file(problem), codes, n=None, tests=tests, language=language,
-                     aggregation=aggregation, examples=examples, entry_point=entry_point,
-                     starter_code=_read_file(starter_code) if starter_code else None)
+    result = _rerank(server, api_key, read_text(problem, "problem file"), codes, n=None, tests=tests,
+                     language=lang, aggregation=agg, examples=examples, entry_point=entry_point,
+                     starter_code=read_text(starter_code, "starter code") if starter_code else None)
     _print_ranking(result, [str(c) for c in candidates], as_json)
     best = result.ranking[0] if result.ranking else None
-    passed = best is not None and best.score is not None and best.score >= threshold and best.tests_passed is not False
-    if not as_json:
-        verdict = "ok" if passed else "no candidate reaches"
-        typer.echo(f"{verdict}: best {best.score if best else None} vs threshold {threshold}")
-    raise typer.Exit(0 if passed else 1)
-
-
-def _read_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {path}: {exc}")
+    verdict = ci_verdict(best, str(candidates[best.index]) if best else "-", threshold=threshold,
+                         tests_given=tests is not None)
+    typer.echo(verdict.message, err=as_json)  # stdout stays pure JSON with --json
+    raise typer.Exit(verdict.exit_code)
 
 
 def _client(server: str, api_key: str | None) -> Any:
@@ -254,16 +261,22 @@ def _rerank(server: str | None, api_key: str | None, problem: str, codes: list[s
             tests: Path | None, language: str, aggregation: str | None, examples: str = "auto",
             entry_point: str | None = None, starter_code: str | None = None) -> Any:
     if not server:
-        _fail("rerank needs a running service: pass --server URL or set DREAMPRM_URL")
+        fail("rerank needs a running service: pass --server URL or set DREAMPRM_URL")
+    public = None
+    if tests is not None:
+        try:
+            public = json.loads(read_text(tests, "tests file"))
+        except json.JSONDecodeError as exc:
+            fail(f"tests file {tests} is not JSON: {exc}")
+    what = f"generating {n} candidates and ranking them" if n else f"ranking {len(codes or [])} candidates"
     try:
-        public = json.loads(tests.read_text()) if tests else None
-        with _client(server, api_key) as prm:
+        with _client(server, api_key) as prm, waiting(f"{what} on {server}"):
             return prm.rerank(problem, codes, n=n, public_tests=public, language=language, aggregation=aggregation,
                               examples=examples, entry_point=entry_point, starter_code=starter_code)
     except PRMError as exc:
-        _fail(exc.message)
-    except (ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(exc.message)
+    except TypeError as exc:  # e.g. the tests file is a JSON object, not a list
+        fail(f"tests file {tests}: expected a JSON list of {{input, output}} or {{code}} objects ({exc})")
 
 
 def _print_ranking(result: Any, names: list[str], as_json: bool) -> None:
@@ -289,4 +302,5 @@ def _print_ranking(result: Any, names: list[str], as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    app(args=argv)
+    """Run the command; usage errors (unknown option, missing argument) are one line too, exit 2."""
+    run_app(app, argv, "dreamprm")

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from service.aggregate import Aggregation, aggregate, sigmoid
 from service.batcher import MicroBatcher
 from service.cache import CachedScore, MemoryCache, RedisCache, ScoreCache, cache_key
 from service.encoding import Encoded
-from service.errors import InputTooLong, InvalidInput, ModelNotReady, PRMError
+from service.errors import InputTooLong, InvalidInput, ModelNotFound, ModelNotReady, PRMError
 from service.heap import HeapTrimmer
 from service.manifest import PRMManifest
 from service.metrics import Metrics
@@ -87,6 +89,7 @@ class ScoringEngine:
                                     metrics=self.metrics, after_forward=HeapTrimmer(settings.heap_trim_s))
         self.max_tokens = min(settings.max_tokens, model.manifest.max_tokens)
         self.splitter = SplitPool(workers=settings.split_workers, offload_bytes=settings.split_offload_bytes)
+        self.created = _created(settings.checkpoint)
         self._warm = False
 
     @classmethod
@@ -130,6 +133,7 @@ class ScoringEngine:
     async def score(self, req: ScoreRequest) -> ScoreResponse | ScoreBatchResponse:
         if isinstance(req, ScoreItem):
             return await self.score_item(req)
+        self.check_model(req.model)
         if len(req.items) > self.settings.max_items:
             raise InputTooLong(f"{len(req.items)} items in one request; the limit is {self.settings.max_items}")
         results = await asyncio.gather(*(self._score_indexed(i, it, req) for i, it in enumerate(req.items)))
@@ -142,6 +146,7 @@ class ScoringEngine:
             raise type(exc)(f"items[{i}]: {exc.message}", retry_after=exc.retry_after) from exc
 
     async def score_item(self, item: ScoreItem, fallback: Aggregation | None = None) -> ScoreResponse:
+        self.check_model(item.model)
         prep = await self._prepare(item)
         texts = [s.text for s in prep.split.steps]
         hit = await self.cache.get(prep.key)
@@ -175,9 +180,15 @@ class ScoringEngine:
         items = reward_items(req, self.settings.default_aggregation)
         return RewardResponse(rewards=list(await asyncio.gather(*(one(it) for it in items))))
 
+    def check_model(self, requested: str | None) -> None:
+        """A request may name the model it wants (OpenAI-style clients always do): it must be the served one."""
+        if requested is not None and requested != self.model.name:
+            raise ModelNotFound(f"model {requested!r} is not served here; this server serves {self.model.name!r} "
+                                "(GET /v1/models); leave 'model' out to use it")
+
     def models(self) -> ModelsResponse:
         m = self.model.manifest
-        info = ModelInfo(id=m.name, revision=self.model.revision, format=self.model.format,
+        info = ModelInfo(id=m.name, created=self.created, revision=self.model.revision, format=self.model.format,
                          template=self.model.template,
                          separator_token=m.separator_token, base_model=m.base_model.model_dump(),
                          default_aggregation=m.default_aggregation, max_tokens=self.max_tokens,
@@ -208,6 +219,14 @@ class ScoringEngine:
     @property
     def _outcome(self) -> bool:
         return isinstance(self.model, OutcomeModel) and self.model.outcome
+
+
+def _created(checkpoint: Path | None) -> int:
+    """When the checkpoint was written (its prm.json's mtime), for ``/v1/models``; else now."""
+    try:
+        return int((checkpoint / "prm.json").stat().st_mtime) if checkpoint else int(time.time())
+    except OSError:
+        return int(time.time())
 
 
 def _make_cache(settings: Settings) -> ScoreCache:

@@ -6,6 +6,9 @@ The HTTP layer maps each class to one status code (see ``service.app``); the cli
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 
 class PRMError(Exception):
     """Base class of every error the service reports to a caller."""
@@ -85,6 +88,12 @@ class NotFound(PRMError):
     type = "not_found"
 
 
+class ModelNotFound(NotFound):
+    """The request names a ``model`` this server does not serve."""
+
+    type = "model_not_found"
+
+
 class InputTooLong(PRMError):
     """The request exceeds a configured limit (bytes, steps, items, tokens)."""
 
@@ -130,6 +139,20 @@ class PolicyTimeout(PolicyError):
 ERROR_TYPES: dict[str, type[PRMError]] = {
     cls.type: cls
     for cls in (PRMError, InvalidInput, ValidationFailed, InvalidEncoding, InvalidJSON, JSONTooDeep,
-                NumberTooLarge, UnsupportedMediaType, MethodNotAllowed, RequestTimeout, NotFound, InputTooLong,
-                Unauthorized, Overloaded, ModelNotReady, PolicyError, PolicyTimeout)
+                NumberTooLarge, UnsupportedMediaType, MethodNotAllowed, RequestTimeout, NotFound, ModelNotFound,
+                InputTooLong, Unauthorized, Overloaded, ModelNotReady, PolicyError, PolicyTimeout)
 }
+
+
+def validation_failed(errors: Sequence[Mapping[str, Any]], *, limit: int = 5) -> ValidationFailed:
+    """One line from pydantic's error list (``ValidationError.errors()``, FastAPI's too): ``loc: msg; ...``.
+
+    The server's 422 body and the client's own validation use it, so both read the same.
+    """
+    parts = []
+    for e in errors[:limit]:
+        loc = ".".join(str(p) for p in e.get("loc", ())) or "request"
+        parts.append(f"{loc}: {' '.join(str(e.get('msg', 'invalid')).split())}")
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
+    return ValidationFailed("; ".join(parts) + more)
+

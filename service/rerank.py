@@ -29,8 +29,10 @@ from service.schemas import (
     ExamplesPassed,
     PolicyUsage,
     RankedCandidate,
+    RerankDocument,
     RerankRequest,
     RerankResponse,
+    RerankResult,
     ScoreBatchResponse,
     ScoreItem,
     ScoreRequest,
@@ -123,6 +125,7 @@ class Reranker:
             await self._policy.aclose()
 
     async def rerank(self, req: RerankRequest) -> RerankResponse:
+        self.engine.check_model(req.model)
         start = time.perf_counter()
         agg: Aggregation = req.aggregation or self.settings.default_aggregation \
             or self.engine.model.manifest.default_aggregation
@@ -154,7 +157,8 @@ class Reranker:
         best = ranking[0].index if ranking and ranking[0].score is not None else None
         return RerankResponse(best_index=best, ranking=ranking, aggregation=agg, policy_usage=usage,
                               tests_source=tests.source if tests.specs else None, examples=tests.info,
-                              timings=timings, model=self.engine.model.name)
+                              timings=timings, model=self.engine.model.name,
+                              results=rerank_results(ranking, req.top_n, req.return_documents))
 
     async def score(self, req: ScoreRequest) -> ScoreResponse | ScoreBatchResponse:
         """``engine.score``, plus ``examples: {passed, total}`` on the items that ask ``run_examples``."""
@@ -340,6 +344,14 @@ def _rank(cands: Sequence[_Candidate], outcomes: Sequence[TestOutcome | None],
             steps=score.steps if score else [], tests_passed=None if outcome is None else outcome.passed,
             tests=outcome, finish_reason=cand.finish_reason, error=result if isinstance(result, str) else None))
     return ranking
+
+
+def rerank_results(ranking: Sequence[RankedCandidate], top_n: int | None,
+                   with_documents: bool) -> list[RerankResult]:
+    """The ranking in the shape of the usual rerank APIs: ``{index, relevance_score, document}``, best first."""
+    return [RerankResult(index=c.index, relevance_score=c.score if c.score is not None else 0.0,
+                         document=RerankDocument(text=c.code) if with_documents and c.code else None)
+            for c in ranking[:top_n]]
 
 
 def _test_type(req: RerankRequest) -> TestType:

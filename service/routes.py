@@ -28,7 +28,7 @@ from service.schemas import (
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)
 }
 POLICY_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (502, 504)}
 router = APIRouter(responses=ERRORS)

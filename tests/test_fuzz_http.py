@@ -32,7 +32,8 @@ def test_schemathesis_finds_no_contract_violation(tiny_checkpoint: Path, tmp_pat
            "DREAMPRM_MAX_PUBLIC_TESTS": "4", "DREAMPRM_SANDBOX_WORKERS": "2"}
     with live_server(tiny_checkpoint, tmp_path / "server.log", **env) as url:
         run = subprocess.run(
-            [st, "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", str(EXAMPLES), "--max-time", str(SECONDS),
+            [st, "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", str(EXAMPLES),
+             "--max-time", str(SECONDS),
              "--phases", "examples,coverage,fuzzing", "--workers", "2", "--request-timeout", "30",
              "--seed", "14", "--no-shrink", "--suppress-health-check", "all", "--max-failures", "20"],
             env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "NO_COLOR": "1"},

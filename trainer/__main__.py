@@ -1,13 +1,16 @@
 """``python -m trainer STAGE RUN_DIR [--set section.key=value ...]``: the resumable pipeline.
 
-Stages: generate, execute, label, fit, correct, evaluate, export, all. Settings given with
-``--set`` are merged into ``RUN_DIR/settings.json`` so later stages (and reruns) reuse them.
+Stages: generate, execute, label, fit, correct, evaluate, export. Settings given with ``--set`` are
+merged into ``RUN_DIR/settings.json`` so later stages (and reruns) reuse them; a stage resumed with a
+changed setting stops unless ``--allow-changed`` is given. Errors are one line (exit 2);
+``TRAINER_TRACEBACK=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +26,7 @@ from trainer.config import (
     config_from_dict,
 )
 from trainer.meta_correct import CorrectConfig
+from trainer.runs import ALLOW_CONFIG_CHANGE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 SECTIONS: dict[str, type] = {"generate": GenerateConfig, "execute": ExecuteConfig, "label": LabelConfig,
@@ -32,9 +36,12 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 RunArg = Annotated[Path, typer.Argument(help="run directory (created; reruns resume)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="section.key=value, e.g. generate.n=4")]
+AllowOpt = Annotated[bool, typer.Option("--allow-changed", help="resume a stage even though a setting changed "
+                                                             "(records already written keep the old setting)")]
 
 
-def _settings(run: Path, sets: list[str] | None) -> dict[str, dict[str, Any]]:
+def _settings(run: Path, sets: list[str] | None, allow_changed: bool = False) -> dict[str, dict[str, Any]]:
+    ALLOW_CONFIG_CHANGE.set(allow_changed)
     path = run / "settings.json"
     settings: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else {}
     for item in sets or []:
@@ -68,7 +75,7 @@ def _counts(spec: str) -> dict[str, int]:
 
 
 @app.command()
-def generate(run: RunArg, sets: SetOpt = None,
+def generate(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False,
              data: Annotated[Path, typer.Option(help="problems (training set only)")] = DEFAULT_DATA,
              problems: Annotated[str | None, typer.Option(help="LeetCode problems per split part "
                                                                "(default train=20,meta=10,dev=10 without --pool)")
@@ -95,82 +102,96 @@ def generate(run: RunArg, sets: SetOpt = None,
             return
     if unknown := sorted({d.lower() for d in difficulty or []} - {"easy", "medium", "hard"}):
         raise typer.BadParameter(f"unknown difficulty {unknown}: use easy, medium or hard")
-    s = _settings(run, sets)
-    chosen = select_split(data, _counts(problems or "train=20,meta=10,dev=10"), allow_any_source=allow_any_data,  # type: ignore[arg-type]
+    s = _settings(run, sets, allow_changed)
+    chosen = select_split(data, _counts(problems or "train=20,meta=10,dev=10"),  # type: ignore[arg-type]
+                          allow_any_source=allow_any_data,
                           difficulties=difficulty)
     made = generate_stage(run, _config(s, "generate"), chosen, references=references, mutants=mutants)
     typer.echo(f"generated {made} candidates")
 
 
 @app.command()
-def execute(run: RunArg, sets: SetOpt = None) -> None:
+def execute(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
     """Run every candidate on all its tests in the sandbox."""
     from trainer.pipeline import execute_stage
 
-    typer.echo(f"executed {execute_stage(run, _config(_settings(run, sets), 'execute'))} candidates")
+    s = _settings(run, sets, allow_changed)
+    typer.echo(f"executed {execute_stage(run, _config(s, 'execute'))} candidates")
 
 
 @app.command()
-def label(run: RunArg, sets: SetOpt = None) -> None:
+def label(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
     """Monte-Carlo step labels by rollouts (train part)."""
     from trainer.pipeline import label_stage
 
-    s = _settings(run, sets)
+    s = _settings(run, sets, allow_changed)
     generate = _config(s, "generate") if s.get("generate") else None  # a pool-only run needs no policy
     typer.echo(f"wrote {label_stage(run, _config(s, 'label'), generate)} step labels")
 
 
 @app.command("fit")
-def fit_cmd(run: RunArg, sets: SetOpt = None) -> None:
+def fit_cmd(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
     """Train the PRM on the MC labels (no correction)."""
     from trainer.pipeline_train import fit_stage
 
-    history = fit_stage(run, _config(_settings(run, sets), "fit"))
+    history = fit_stage(run, _config(_settings(run, sets, allow_changed), "fit"))
     typer.echo(f"fit: {history[-1]}")
 
 
 @app.command()
-def correct(run: RunArg, sets: SetOpt = None) -> None:
+def correct(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
     """Meta label correction, plus the uncorrected ablation."""
     from trainer.pipeline_train import correct_stage
 
-    s = _settings(run, sets)
+    s = _settings(run, sets, allow_changed)
     typer.echo(f"meta-set losses: {correct_stage(run, _config(s, 'fit'), _config(s, 'correct'))}")
 
 
 @app.command("evaluate")
-def evaluate_cmd(run: RunArg, sets: SetOpt = None) -> None:
+def evaluate_cmd(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
     """Best-of-N on the dev part; writes RUN/evaluate/{eval.json,eval.md,*.png}."""
     from trainer.pipeline_train import evaluate_stage
 
-    s = _settings(run, sets)
+    s = _settings(run, sets, allow_changed)
     evaluate_stage(run, _config(s, "evaluate"), policy_name=str(s.get("generate", {}).get("model", "unknown")))
     typer.echo((run / "evaluate" / "eval.md").read_text())
 
 
 @app.command()
 def export(run: RunArg, out: Annotated[Path, typer.Argument(help="checkpoint directory to write")],
-           sets: SetOpt = None,
+           sets: SetOpt = None, allow_changed: AllowOpt = False,
            fmt: Annotated[str, typer.Option("--format", help="dreamprm: our checkpoint (+ model card, TRL rows); "
                                                             "hf: a Hugging Face *ForTokenClassification directory "
                                                             "(RUN may also be one of our checkpoints)")] = "dreamprm"
            ) -> None:
-    """Write the corrected PRM as a service checkpoint (+ model card, TRL rows), or as a Hugging Face model."""
+    """Write the chosen PRM (export.scorer; auto: the evaluation's winner) as a service checkpoint (+ model card,
+    TRL rows), or as a Hugging Face model."""
     if fmt not in ("dreamprm", "hf"):
         raise typer.BadParameter(f"--format {fmt!r}: use dreamprm or hf")
     if fmt == "hf":
         from trainer.export_hf import export_hf_stage
-        from trainer.pipeline_train import SCORERS
+        from trainer.pipeline_train import SCORERS, _choose
 
         if (run / "prm.json").is_file():  # a checkpoint directory itself
             typer.echo(f"exported {export_hf_stage(run, out)}")
             return
-        config = _config(_settings(run, sets), "export")
-        typer.echo(f"exported {export_hf_stage(run / SCORERS[config.scorer], out, name=config.name)}")
+        config = _config(_settings(run, sets, allow_changed), "export")
+        scorer, _ = _choose(run, config)
+        typer.echo(f"exported {export_hf_stage(run / SCORERS[scorer], out, name=config.name)}")
         return
-    from trainer.pipeline_train import export_stage
+    from trainer.pipeline_train import SCORERS, export_stage
 
-    typer.echo(f"exported {export_stage(run, _config(_settings(run, sets), 'export'), out)}")
+    config = _config(_settings(run, sets, allow_changed), "export")
+    have = [name for name, rel in SCORERS.items() if (run / rel / "prm.json").is_file()]
+    if config.scorer == "auto" and not have:
+        raise typer.BadParameter(f"{run} has no PRM checkpoint yet: run fit (and correct, evaluate) first")
+    source = run / SCORERS[config.scorer if config.scorer != "auto" else have[0]]
+    if not (source / "prm.json").is_file():  # before the stage records an attempt with this scorer
+        stage_name = SCORERS[config.scorer].split("/")[0]
+        hint = f"; this run has {', '.join(have)}: --set export.scorer={have[0]}" if have else ""
+        raise typer.BadParameter(f"export.scorer={config.scorer}: {source} has no checkpoint (run `python -m "
+                                 f"trainer {stage_name} {run}` first){hint}")
+    typer.echo(f"exported {export_stage(run, config, out)}")
 
 
 @app.command("policy-dir")
@@ -186,9 +207,34 @@ def policy_dir(out: Annotated[Path, typer.Argument(help="directory to write (saf
     typer.echo(f"wrote {out}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run a stage; usage and domain errors (a changed setting, a missing input, an unreachable policy) are one
+    line on stderr and exit 2. Unexpected errors keep their traceback."""
+    from service.cli_io import fail, run_app
+    from service.errors import PRMError
+    from trainer.runs import ConfigChangedError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app()
+    try:
+        run_app(app, argv, "python -m trainer")
+    except (ConfigChangedError, PRMError, FileNotFoundError, ValueError) as exc:
+        if os.environ.get("TRAINER_TRACEBACK"):
+            raise
+        message = exc.message if isinstance(exc, PRMError) else str(exc)
+        try:
+            fail(f"{message}{_hint(exc)} [{type(exc).__name__}; TRAINER_TRACEBACK=1 shows the traceback]")
+        except typer.Exit as exit_:
+            raise SystemExit(exit_.exit_code) from None
+
+
+def _hint(exc: Exception) -> str:
+    from service.errors import PolicyError
+
+    if isinstance(exc, PolicyError):
+        return (" (start the policy server first, see the README's Trainer section, or generate without one: "
+                "--set generate.backend=transformers --set generate.model=smollm2)")
+    return ""
+
 
 
 if __name__ == "__main__":

@@ -130,9 +130,12 @@ class ExportConfig:
         "help": "aggregation the service uses when a request names none; auto: the one that wins the evaluation"})
     scorer: Literal["auto", "prm_corrected", "prm_uncorrected", "prm_fit"] = field(default="auto", metadata={
         "help": "which of the run's checkpoints to export; auto: the one that wins the evaluation"})
+    trl_threshold: float = field(default=0.5, metadata={
+        "help": "TRL rows: a step's boolean label is mc_label >= this (the soft label stays in soft_labels)"})
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "name must be set")
+        _check(0.0 < self.trl_threshold <= 1.0, "trl_threshold must be in (0, 1]")
 
 
 @dataclass(frozen=True, slots=True)

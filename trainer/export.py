@@ -96,13 +96,15 @@ def lora_factors(network: PRMNetwork) -> dict[str, tuple[torch.Tensor, torch.Ten
 
 
 def trl_rows(problems: Mapping[str, Problem], candidates: Iterable[Candidate],
-             labels: Mapping[tuple[str, str, int], StepLabel]) -> Iterable[TRLRow]:
-    """TRL's stepwise-supervision rows: prompt, the step texts, one label per step."""
+             labels: Mapping[tuple[str, str, int], StepLabel], *, threshold: float = 0.5) -> Iterable[TRLRow]:
+    """TRL's stepwise-supervision rows: prompt, the step texts, one boolean label per step (its MC label
+    ``>= threshold``; TRL's ``PRMTrainer`` takes ``int(label)``), and the MC labels in ``soft_labels``."""
     for cand in candidates:
         keys = [(cand.problem_id, cand.candidate_id, s.index) for s in cand.steps]
         if cand.steps and all(k in labels for k in keys):
+            soft = [labels[k].mc_label for k in keys]
             yield TRLRow(prompt=problems[cand.problem_id].prompt, completions=[s.text for s in cand.steps],
-                         labels=[labels[k].mc_label for k in keys])
+                         labels=[p >= threshold for p in soft], soft_labels=soft)
 
 
 def write_trl(path: Path, rows: Iterable[TRLRow]) -> int:

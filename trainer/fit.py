@@ -26,6 +26,7 @@ from trainer.config import FitConfig
 from trainer.meta_correct import LabelledBatch, select_positions
 from trainer.records import Candidate, Problem, StepLabel
 from trainer.resume import Every, load_state, restore_trainable, save_state, trainable_state
+from trainer.runs import progress
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,10 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
             list(train), batch_size=config.batch_size, shuffle=True, collate_fn=lambda xs: collate(xs, pad_id),
             generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)))
         batches = skip if epoch == first_epoch else 0
-        for batch in (accelerator.skip_first_batches(loader, batches) if batches else loader):
+        remaining = accelerator.skip_first_batches(loader, batches) if batches else loader
+        shown = progress(remaining, total=len(loader) - batches, desc=f"fit epoch {epoch + 1}/{config.epochs}") \
+            if accelerator.is_local_main_process else remaining
+        for batch in shown:
             started = time.perf_counter()
             batch = batch.to(accelerator.device)
             tokens += int(batch.inputs["attention_mask"].sum())

@@ -18,6 +18,8 @@ from torch import Tensor
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from trainer.runs import progress
+
 logger = logging.getLogger(__name__)
 
 Mode = Literal["labels", "weights"]
@@ -243,7 +245,7 @@ def correct_labels(model: torch.nn.Module, train_batches: Batches, meta_batches:
     history: list[dict[str, float]] = []
     was_training = model.training
     model.train()
-    for it in range(config.iterations):
+    for it in progress(range(config.iterations), total=config.iterations, desc=f"correct [{config.mode}]"):
         batch, meta_batch = train_fn(it).to(device), meta_fn(it).to(device)
         logits, inner, meta = _unrolled(model, params, batch, meta_batch, meta_param, config, select)
         (meta_param.grad,) = torch.autograd.grad(meta, [meta_param], retain_graph=True)
@@ -292,7 +294,7 @@ def fit_plain(model: torch.nn.Module, batches: Batches, config: CorrectConfig,
     history: list[dict[str, float]] = []
     was_training = model.training
     model.train()
-    for it in range(config.iterations):
+    for it in progress(range(config.iterations), total=config.iterations, desc="correct [uncorrected ablation]"):
         batch = train_fn(it).to(device)
         loss = _bce(_forward(model, params, batch, select), batch.labels)
         _apply(opt, params, torch.autograd.grad(loss, list(params.values()), allow_unused=True,

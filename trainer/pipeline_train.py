@@ -26,7 +26,7 @@ from trainer.pipeline import describe, executed_candidates, final_labels, label_
 from trainer.records import Candidate, StepLabel
 from trainer.report import write_report
 from trainer.resume import clear_state
-from trainer.runs import atomic_write_text, stage, stage_seconds
+from trainer.runs import atomic_write_text, progress, stage, stage_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,8 @@ def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> di
         problems = {p.id: p for p in run_problems(run, "dev")}
         scorers = {name: run / rel for name, rel in SCORERS.items() if (run / rel / "prm.json").is_file()}
         scorers |= {Path(c).name: Path(c) for c in config.checkpoints}
-        logits = {name: _score_all(PRMModel.load(path, device="cpu", dtype="float32"), problems, cands)
+        logits = {name: _score_all(PRMModel.load(path, device="cpu", dtype="float32"), problems, cands,
+                                   desc=f"evaluate {name}")
                   for name, path in scorers.items()}
         own = [i for i, c in enumerate(cands) if c.provenance != "pool"]
         report: dict[str, Any] = {}
@@ -216,7 +217,8 @@ def _leetcode_report(run: Path, config: EvaluateConfig, cands: list[Candidate], 
     return report.to_dict()
 
 
-def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]) -> list[list[float]]:
+def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate], *,
+               desc: str = "score") -> list[list[float]]:
     """Step logits of every candidate; empty (ranked last, as the service would not score it) when it
     has no steps or its code alone does not fit the checkpoint's ``max_tokens``. The candidates of one
     problem go through one ``forward`` call, so they share the problem prefix as in the service."""
@@ -232,7 +234,7 @@ def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]
             too_long += 1
             continue
         by_problem.setdefault(c.problem_id, []).append((i, enc))
-    for members in by_problem.values():
+    for members in progress(by_problem.values(), total=len(by_problem), desc=desc):  # one bar step per problem
         for (i, _), logits in zip(members, model.forward([enc for _, enc in members]), strict=True):
             out[i] = logits
     if too_long:
@@ -269,7 +271,8 @@ def export_stage(run: Path, config: ExportConfig, out: Path) -> Path:
                 shutil.copyfile(plot, out / plot.name)
         problems = {p.id: p for p in run_problems(run)}
         n = write_trl(run / "export" / "trl_prm.jsonl",
-                      trl_rows(problems, executed_candidates(run, "train"), label_table(run)))
+                      trl_rows(problems, executed_candidates(run, "train"), label_table(run),
+                               threshold=config.trl_threshold))
         logger.info("exported %s and %d TRL rows", out, n)
         return out
 

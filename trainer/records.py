@@ -97,8 +97,10 @@ class StepLabel(BaseModel):
 
 
 class TRLRow(BaseModel):
-    """One row of TRL's stepwise-supervision (PRM) dataset format."""
+    """One row of TRL's stepwise-supervision (PRM) dataset format: ``labels`` are booleans, as ``PRMTrainer``
+    reads them (``int(label)``); ``soft_labels`` keeps each step's Monte-Carlo pass rate."""
 
     prompt: str
     completions: list[str]
-    labels: list[float]
+    labels: list[bool]
+    soft_labels: list[float]

@@ -21,6 +21,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -36,6 +37,8 @@ V = TypeVar("V")
 StrPath = str | os.PathLike[str]
 Status = Literal["running", "done", "failed"]
 MANIFEST_FILE = "run.json"
+# set by ``python -m trainer STAGE ... --allow-changed``: resume even though a setting changed
+ALLOW_CONFIG_CHANGE: ContextVar[bool] = ContextVar("allow_config_change", default=False)
 
 
 class JsonlStore(Generic[T]):
@@ -318,8 +321,8 @@ def start_run(out_dir: StrPath, name: str, config: object, inputs: Sequence[StrP
                          code_version=code_version(), host=HostInfo.current())
     history: list[RunAttempt] = []
     if (previous := RunManifest.read(out)) is not None:
-        _check_resume(out, name, previous, attempt, resume_safe_fields(config), allow_config_change,
-                      _defaults(config))
+        _check_resume(out, name, previous, attempt, resume_safe_fields(config),
+                      allow_config_change or ALLOW_CONFIG_CHANGE.get(), _defaults(config))
         last = RunAttempt.model_validate(previous.model_dump(exclude={"stage", "history"}))
         if last.status == "running":  # killed: it never recorded its end
             last.status, last.error = "failed", "did not finish (killed, or still running elsewhere)"
@@ -338,10 +341,13 @@ def _check_resume(out: Path, name: str, previous: RunManifest, attempt: RunAttem
     old = {**{k: v for k, v in defaults.items() if k not in _flatten(previous.config)}, **_flatten(previous.config)}
     new = _flatten(attempt.config)
     changed = sorted(k for k in (old.keys() | new.keys()) - safe if old.get(k) != new.get(k))
+    detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
     if changed and not allow_config_change:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
         raise ConfigChangedError(f"{out}: resuming stage {name!r} with a different config ({detail}); "
-                                 "use a new output directory, or allow the change explicitly")
+                                 "pass --allow-changed to accept it (records already written keep the old "
+                                 "setting), or use a new run directory")
+    if changed:
+        logger.warning("%s: stage %s resumes with a changed config (allowed): %s", out, name, detail)
     if sorted(f.sha256 for f in previous.inputs) != sorted(f.sha256 for f in attempt.inputs):
         logger.warning("%s: the inputs of stage %s changed since the last attempt", out, name)
     logger.info("%s: resuming stage %s (attempt %d; the last one ended %s)", out, name,

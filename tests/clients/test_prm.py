@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import difflib
+import importlib.resources
+import json
+import subprocess
+import sys
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import pydantic
 import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from clients.patch import PatchError, apply_unified_diff
-from clients.prm import AsyncPRMClient, PRMClient, ServiceUnreachable, error_from_response
+from clients.prm import (
+    AsyncPRMClient,
+    ConnectionLost,
+    PRMClient,
+    ServiceTimeout,
+    ServiceUnreachable,
+    error_from_response,
+)
 from service.app import create_app
 from service.cli import app as cli
 from service.engine import ScoringEngine
-from service.errors import InputTooLong, Overloaded, Unauthorized
+from service.errors import InputTooLong, Overloaded, Unauthorized, ValidationFailed
 from service.settings import Settings
+from tests.conftest import REPO
 from tests.live import live_server
 
 PROBLEM = "Read two integers and print their sum."
@@ -174,18 +188,33 @@ def test_ci_rerank_with_files_and_diffs(server: str, tmp_path: Path) -> None:
     args = ["ci-rerank", str(patch), str(base), "--problem", str(problem), "--base", str(base), "--server", server]
     low = runner.invoke(cli, [*args, "--threshold", "0"])
     assert low.exit_code == 0, low.output
-    assert "fix.diff" in low.output and "ok: best" in low.output
+    assert low.output.splitlines()[-1].startswith("OK: best candidate") and "fix.diff" in low.output
     high = runner.invoke(cli, [*args, "--threshold", "1.01"])
-    assert high.exit_code == 1 and "no candidate reaches" in high.output
+    assert high.exit_code == 1 and high.output.splitlines()[-1].startswith("FAIL (score): best candidate")
+    rank_only = runner.invoke(cli, args)  # no --threshold: rank only
+    assert rank_only.exit_code == 0 and "rank only" in rank_only.output.splitlines()[-1]
+    tests = tmp_path / "tests.json"
+    tests.write_text('[{"input": "1 2\\n", "output": "3\\n"}]')
+    failing = runner.invoke(cli, ["ci-rerank", str(base), "--problem", str(problem), "--tests", str(tests),
+                                  "--server", server])
+    assert failing.exit_code == 1, failing.output
+    assert failing.output.splitlines()[-1].startswith("FAIL (tests)") and "0 of 1 passed" in failing.output
+    both = runner.invoke(cli, ["ci-rerank", str(base), "--problem", str(problem), "--tests", str(tests),
+                               "--threshold", "1.01", "--server", server])
+    assert both.exit_code == 1 and both.output.splitlines()[-1].startswith("FAIL (score, tests)")
+    as_json = runner.invoke(cli, [*args, "--threshold", "0", "--json"])
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["best_index"] == 0
+    assert as_json.stderr.startswith("OK")
     no_base = runner.invoke(cli, ["ci-rerank", str(patch), "--problem", str(problem), "--server", server])
     assert no_base.exit_code == 2 and "--base" in no_base.output
     missing = runner.invoke(cli, ["ci-rerank", str(tmp_path / "nope.py"), "--problem", str(problem),
                                   "--server", server])
-    assert missing.exit_code == 2 and "Invalid value for 'candidates'" in missing.output  # typer: file missing
+    assert missing.exit_code == 2 and missing.output == f"error: candidate {tmp_path / 'nope.py'} does not exist\n"
     binary = tmp_path / "blob.bin"
     binary.write_bytes(b"\xff\xfe\x00garbage")
     unreadable = runner.invoke(cli, ["ci-rerank", str(binary), "--problem", str(problem), "--server", server])
-    assert unreadable.exit_code == 2 and "cannot read" in unreadable.output
+    assert unreadable.exit_code == 2 and "is not UTF-8 text" in unreadable.output
+    assert len(unreadable.output.splitlines()) == 1
     stale = tmp_path / "other.py"
     stale.write_text("x = 1\n")
     wrong = runner.invoke(cli, [*args[:5], "--base", str(stale), "--server", server])
@@ -205,3 +234,131 @@ def test_patch_round_trips_and_rejects_mismatch() -> None:
         apply_unified_diff(a, "--- a/x\n+++ b/x\n")
     with pytest.raises(PatchError, match="middle of a hunk"):
         apply_unified_diff(a, diff.rsplit("\n", 3)[0] + "\n")
+
+
+# --- what is resent, timeouts, client-side validation, client-only installs -------------------
+
+def _counting(exc: Exception) -> tuple[list[int], httpx.MockTransport]:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise exc
+
+    return calls, httpx.MockTransport(handler)
+
+
+def test_a_timed_out_request_is_not_resent_unless_asked() -> None:
+    calls, transport = _counting(httpx.ReadTimeout("slow"))
+    with PRMClient("http://x", transport=transport, retries=3, max_backoff_s=0) as prm, \
+            pytest.raises(ServiceTimeout, match="not sent again"):
+        prm.rerank(PROBLEM, n=4)  # a generated rerank: sending it again would generate again
+    assert len(calls) == 1
+    calls, transport = _counting(httpx.RemoteProtocolError("server hung up"))
+    with PRMClient("http://x", transport=transport, retries=3) as prm, pytest.raises(ConnectionLost):
+        prm.score(PROBLEM, GOOD)
+    assert len(calls) == 1
+    calls, transport = _counting(httpx.ReadTimeout("slow"))
+    with PRMClient("http://x", transport=transport, retries=2, max_backoff_s=0, retry_timeouts=True) as prm, \
+            pytest.raises(ServiceTimeout):
+        prm.score(PROBLEM, GOOD)
+    assert len(calls) == 3
+
+
+def test_a_connection_never_made_is_resent() -> None:
+    calls, transport = _counting(httpx.ConnectError("refused"))
+    with PRMClient("http://x", transport=transport, retries=2, max_backoff_s=0) as prm, \
+            pytest.raises(ServiceUnreachable) as info:
+        prm.rerank(PROBLEM, n=4)
+    assert len(calls) == 3 and not isinstance(info.value, ConnectionLost)
+
+
+def test_connect_and_read_timeouts_are_separate() -> None:
+    with PRMClient("http://x", connect_timeout_s=1.5, read_timeout_s=600) as prm:
+        assert (prm.timeout.connect, prm.timeout.read) == (1.5, 600)
+        assert prm._http.timeout.connect == 1.5 and prm._http.timeout.read == 600
+
+
+def test_client_side_validation_raises_the_service_classes() -> None:
+    calls, transport = _counting(AssertionError("nothing may be sent"))
+    with PRMClient("http://x", transport=transport) as prm:
+        with pytest.raises(ValidationFailed, match="language") as info:
+            prm.split(GOOD, "cobol")  # type: ignore[arg-type]
+        assert not isinstance(info.value, pydantic.ValidationError) and "\n" not in info.value.message
+        with pytest.raises(ValidationFailed, match="not both"):
+            prm.rerank(PROBLEM, [GOOD], n=2)
+        with pytest.raises(ValidationFailed, match="exactly one"):
+            prm.score(PROBLEM)
+        with pytest.raises(ValidationFailed, match="public test"):
+            prm.rerank(PROBLEM, [GOOD], public_tests=[{"input": "1"}])
+    assert calls == []
+
+
+async def test_async_wait_ready(aclient: AsyncPRMClient) -> None:
+    await aclient.wait_ready(timeout_s=5)
+    async with AsyncPRMClient("http://127.0.0.1:9", connect_timeout_s=0.2) as down:
+        with pytest.raises(ServiceUnreachable, match="not ready"):
+            await down.wait_ready(timeout_s=0.3, poll_s=0.1)
+
+
+def test_packages_are_typed() -> None:
+    for package in ("clients", "service"):
+        assert (importlib.resources.files(package) / "py.typed").is_file()
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert data["clients"] == ["py.typed"] and data["service"] == ["py.typed"]
+
+
+CLIENT_ONLY = r"""
+import importlib.abc, importlib.util, sys
+BLOCKED = {"torch", "transformers", "fastapi", "starlette", "uvicorn", "pydantic_settings", "typer", "click",
+           "tree_sitter", "tree_sitter_language_pack", "redis", "numpy"}  # what `pip install .` does not bring
+_find = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *args: None if name.split(".")[0] in BLOCKED else _find(name, *args)
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_client_only_install_needs_no_torch_and_the_command_names_its_extra() -> None:
+    script = CLIENT_ONLY + r"""
+import httpx
+from clients.prm import PRMClient
+from service.errors import ValidationFailed
+ok = {"steps": [], "parsed": True, "language": "python"}
+with PRMClient("http://x", transport=httpx.MockTransport(lambda r: httpx.Response(200, json=ok))) as prm:
+    assert prm.split("def f():\n    pass\n").parsed
+    try:
+        prm.split("x", "cobol")
+    except ValidationFailed:
+        pass
+assert not any(m in sys.modules for m in ("torch", "fastapi", "typer"))
+from service.launcher import main
+main(["--help"])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "the 'cli' extra" in out.stderr and "dreamprm-code[cli]" in out.stderr
+
+
+def test_cli_extra_alone_splits_python_and_names_the_service_extra_for_the_rest() -> None:
+    blocked = CLIENT_ONLY.replace('"typer", "click",', "")  # pip install '.[cli]': typer, no torch
+    script = blocked + r"""
+import subprocess
+from service.launcher import main
+for argv, code in ([["split", "examples/sum.py"], 0], [["split", "examples/sum.py", "-l", "go"], 2],
+                   [["score", "examples/sum.py", "-p", "x"], 2], [["serve"], 2]):
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert exc.code == code, (argv, exc.code)
+assert "torch" not in sys.modules
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    errors = out.stderr.splitlines()
+    assert len(errors) == 3 and all(e.startswith("error: ") and "'service' extra" in e for e in errors), errors
+    assert "parsed: True" in out.stdout

@@ -55,3 +55,52 @@ def test_serve_without_checkpoint_explains(tmp_path: Path, monkeypatch: pytest.M
     assert out.exit_code == 2 and "no checkpoint" in out.output
     out = RUNNER.invoke(app, ["serve", "--checkpoint", str(tmp_path)])
     assert out.exit_code == 2 and "not a checkpoint of a format we accept" in out.output and "prm.json" in out.output
+
+
+# --- every user error is one line on stderr and exit 2 (through main, as the `dreamprm` command runs) ---
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from service.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out = capsys.readouterr()
+    return int(info.value.code or 0), out.out, out.err
+
+
+def one_line_error(code: int, err: str) -> bool:
+    return code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    src, binary = tmp_path / "a.py", tmp_path / "b.py"
+    src.write_text(CODE)
+    binary.write_bytes(b"def f():\n    return '\xff\xfe'\n")
+    cases = {
+        ("split", str(tmp_path / "missing.py")): "source file",
+        ("split", str(tmp_path)): "is a directory",
+        ("split", str(binary)): "is not UTF-8 text",
+        ("split", str(src), "--language", "cobol"): "--language 'cobol' is not one of python, javascript",
+        ("score", str(src), "-p", "x", "--aggregation", "median"): "--aggregation 'median' is not one of min",
+        ("score", str(src), "-p", f"@{tmp_path / 'nope.md'}"): "problem file",
+        ("score", str(binary), "-p", "x"): "is not UTF-8 text",
+        ("split", str(src), "--bogus"): "No such option: --bogus (see dreamprm split --help)",
+        ("score", str(src)): "Missing option '--problem'",
+        ("nope",): "No such command 'nope'",
+        ("rerank", str(src), "-p", "x"): "needs a running service",
+        ("rerank", str(src), "-p", "x", "--tests", str(tmp_path / "t.json"), "--server", "http://127.0.0.1:9"):
+            "tests file",
+    }
+    for argv, expected in cases.items():
+        code, out, err = run_main(list(argv), capsys)
+        assert one_line_error(code, err) and expected in err, (argv, code, err)
+        assert out == ""
+    monkeypatch.setenv("DREAMPRM_MAX_WAIT_MS", "-1")
+    code, _, err = run_main(["score", str(src), "-p", "x", "-c", str(tmp_path)], capsys)
+    assert one_line_error(code, err) and "bad setting: max_wait_ms" in err, err
+
+
+def test_bare_command_shows_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main([], capsys)
+    assert code == 0 and "ci-rerank" in out

@@ -146,7 +146,8 @@ def test_any_order_compares_sorted_and_tree_results_are_skipped() -> None:
 
 
 def test_for_x_the_output_should_be() -> None:
-    problem = 'def f(lst):\n    """\n    For lst = [1,2,3] the output should be 6\n    For lst = [] the output should be 0\n'
+    problem = ('def f(lst):\n    """\n    For lst = [1,2,3] the output should be 6\n'
+               '    For lst = [] the output should be 0\n')
     assert codes(problem) == ["assert f([1,2,3]) == 6", "assert f([]) == 0"]
 
 

@@ -100,7 +100,10 @@ def test_fit_correct_evaluate_export(run: Path, tiny_checkpoint: Path, tmp_path:
     served = PRMModel.load(out, device="cpu", dtype="float32")
     assert served.name == "test-prm" and "Evaluation" in (out / "MODEL_CARD.md").read_text()
     rows = (run / "export" / "trl_prm.jsonl").read_text().splitlines()
-    assert rows and set(json.loads(rows[0])) == {"prompt", "completions", "labels"}
+    assert rows and set(json.loads(rows[0])) == {"prompt", "completions", "labels", "soft_labels"}
+    for row in map(json.loads, rows):  # TRL's PRMTrainer does int(label): booleans, the MC rate beside them
+        assert all(isinstance(b, bool) for b in row["labels"]) and len(row["soft_labels"]) == len(row["labels"])
+        assert row["labels"] == [p >= 0.5 for p in row["soft_labels"]]
 
 
 def test_resume_after_partial_generate(tmp_path: Path) -> None:
