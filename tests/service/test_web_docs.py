@@ -64,8 +64,10 @@ def test_each_example_is_a_request_the_api_accepts(settings: Settings, engine: S
 
 def test_docs_pages_load_their_assets_from_the_service(client: TestClient) -> None:
     for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
-        html = client.get(page).text
+        response = client.get(page)
+        html = response.text
         assert not EXTERNAL.search(html), EXTERNAL.search(html)
+        assert "img-src 'self' data:" in response.headers["content-security-policy"]
         (url,) = re.findall(rf"""["']([^"']*{re.escape(asset)})["']""", html)
         response = client.get(url)
         assert response.status_code == 200 and "javascript" in response.headers["content-type"]
