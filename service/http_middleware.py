@@ -28,7 +28,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json"})
+# pages and their assets are open: they hold no data, and the playground sends the key with its API calls
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json", "/"})
+OPEN_PREFIXES = ("/static/",)
 _RID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -96,7 +98,7 @@ class RequestContextMiddleware:
             logger.info("%s %s %s %d %.1fms", rid, scope["method"], path, status, seconds * 1000)
 
     def _check_auth(self, path: str, headers: dict[str, str]) -> PRMError | None:
-        if not self.api_keys or path in OPEN_PATHS:
+        if not self.api_keys or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return None
         scheme, _, token = headers.get("authorization", "").partition(" ")
         given = token.strip().encode()

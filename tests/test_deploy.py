@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -20,10 +21,16 @@ def load_all(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def k8s() -> dict[str, dict[str, Any]]:
+def k8s_docs() -> list[dict[str, Any]]:
     docs = [d for p in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in load_all(p)]
     assert all({"apiVersion", "kind", "metadata"} <= d.keys() for d in docs)
-    return {d["kind"]: d for d in docs}
+    return docs
+
+
+def k8s() -> dict[str, dict[str, Any]]:
+    """The PRM's own objects, by kind (redis and the policy have their own Deployment and Service)."""
+    return {d["kind"]: d for d in k8s_docs() if d["metadata"]["name"].startswith("dreamprm")
+            and d["metadata"]["name"] != "dreamprm-redis"}
 
 
 def test_compose_services_profiles_and_settings() -> None:
@@ -34,10 +41,12 @@ def test_compose_services_profiles_and_settings() -> None:
     gpu = services["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"]
     prm = services["prm"]
-    assert "/ready" in " ".join(prm["healthcheck"]["test"])
     assert set(prm["environment"]) <= SETTINGS, set(prm["environment"]) - SETTINGS
     assert prm["environment"]["DREAMPRM_REDIS_URL"].startswith("redis://redis:")
     assert prm["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert prm["healthcheck"]["test"] == ["CMD", "python", "-m", "service.healthcheck"]  # follows DREAMPRM_PORT
+    assert prm["environment"]["DREAMPRM_CHECKPOINT"] == "/checkpoint"
+    assert any(v.endswith(":/checkpoint:ro") for v in prm["volumes"])
     assert (ROOT / prm["build"]["context"].replace("..", ".") / prm["build"]["dockerfile"]).is_file()
 
 
@@ -67,3 +76,23 @@ def test_k8s_objects_fit_together() -> None:
 def test_documented_settings_exist(path: str) -> None:
     named = set(re.findall(r"DREAMPRM_[A-Z_]+[A-Z]", (ROOT / path).read_text()))
     assert named - {"DREAMPRM_URL", "DREAMPRM_API_KEY"} <= SETTINGS, named - SETTINGS
+
+
+def test_k8s_config_names_only_services_that_exist() -> None:
+    docs = k8s_docs()
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    pods = [d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] == "Deployment"]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    for key in ("DREAMPRM_REDIS_URL", "DREAMPRM_POLICY_URL"):
+        url = urlsplit(cm["data"][key])
+        assert url.hostname in services, f"{key} names {url.hostname}, which no manifest creates"
+        svc = services[url.hostname]
+        assert url.port in {p["port"] for p in svc["spec"]["ports"]}, f"{key}: port {url.port} not on the Service"
+        assert any(svc["spec"]["selector"].items() <= labels.items() for labels in pods), f"{key}: no pods behind it"
+
+
+def test_dockerfile_serves_checkpoint_mounted_at_slash_checkpoint() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "DREAMPRM_CHECKPOINT=/checkpoint" in text and re.search(r"^COPY \S+ /checkpoint$", text, re.M)
+    assert re.search(r"^FROM .* AS deps\n(?:.*\n)*?WORKDIR ", text, re.M), "the deps stage needs a WORKDIR"
+    assert re.search(r"^USER prm$", text, re.M) and "service.healthcheck" in text
