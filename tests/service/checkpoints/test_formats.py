@@ -24,6 +24,7 @@ from transformers import (
 )
 from typer.testing import CliRunner
 
+from service.aggregate import CONTEXT_KINDS
 from service.app import create_app
 from service.checkpoints.load import load_scorer
 from service.cli import app as cli
@@ -60,6 +61,12 @@ def post(client: TestClient, path: str, body: dict[str, Any]) -> Any:
     return r.json()
 
 
+def counted(client: TestClient, code: str, probs: list[float]) -> list[float]:
+    """The step probabilities the aggregates use: function steps only (service.aggregate's context rule)."""
+    kinds = [s["kind"] for s in client.post("/v1/split", json={"code": code}).json()["steps"]]
+    return [p for p, k in zip(probs, kinds, strict=True) if k not in CONTEXT_KINDS] or probs
+
+
 def check_all_routes(client: TestClient, fmt: str, expected: Expected) -> None:
     """/v1/models, /v1/score (one item and a batch), /v1/rerank and /get_reward against ``expected``."""
     info = client.get("/v1/models").json()["data"][0]
@@ -68,7 +75,8 @@ def check_all_routes(client: TestClient, fmt: str, expected: Expected) -> None:
     for code in CODES:
         body = post(client, "/v1/score", {"problem": PROBLEM, "code": code, "aggregation": "min"})
         assert [s["score"] for s in body["steps"]] == pytest.approx(want[code], abs=TOL)
-        assert body["score"] == pytest.approx(min(want[code]), abs=TOL) and not body["truncated"]
+        assert body["score"] == pytest.approx(min(counted(client, code, want[code])), abs=TOL)
+        assert not body["truncated"]
     batch = post(client, "/v1/score", {"items": [{"problem": PROBLEM, "code": c} for c in CODES]})
     for code, item in zip(CODES, batch["items"], strict=True):
         assert [s["score"] for s in item["steps"]] == pytest.approx(want[code], abs=TOL)
@@ -76,13 +84,14 @@ def check_all_routes(client: TestClient, fmt: str, expected: Expected) -> None:
     for entry in ranked["ranking"]:
         probs = want[CODES[entry["index"]]]
         assert [s["score"] for s in entry["steps"]] == pytest.approx(probs, abs=TOL)
-        assert entry["score"] == pytest.approx(sum(probs) / len(probs), abs=TOL)
+        used = counted(client, CODES[entry["index"]], probs)
+        assert entry["score"] == pytest.approx(sum(used) / len(used), abs=TOL)
     assert ranked["ranking"][0]["score"] >= ranked["ranking"][1]["score"]
     rewards = post(client, "/get_reward", {"query": [PROBLEM + "\n```python\n" + c + "```" for c in CODES],
                                            "prompts": [PROBLEM] * len(CODES)})["rewards"]
     agg = info["default_aggregation"]
     assert agg == "min"
-    assert rewards == pytest.approx([min(want[c]) for c in CODES], abs=TOL)
+    assert rewards == pytest.approx([min(counted(client, c, want[c])) for c in CODES], abs=TOL)
 
 
 # --- TRL PRMTrainer --------------------------------------------------------------------------------------------
