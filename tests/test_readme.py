@@ -41,6 +41,12 @@ SKIP = {
     ".venv-vllm/": "needs ./dev vllm-cpu",
     "kill ": "stops the vLLM server of the block above",
     "docker ": "needs a Docker engine",
+    "dreamprm serve --checkpoint ./my-trl-prm": "needs a PRM of your own (tests/service/checkpoints/test_formats.py "
+                                                "serves a tiny one of each format)",
+    "apt-get install -y docker.io": "installs a Docker engine (the smoke test's setup)",
+    "deploy/smoke.sh": "builds and runs the Docker image (needs a Docker engine, ~15 minutes)",
+    "dreamprm convert reward_model_step_50.pt": "needs the DreamPRM-Code authors' checkpoint (tests/service/"
+                                                "checkpoints/test_formats.py converts a tiny one)",
     "./scripts/train_default_checkpoint.sh": "85 minutes on 2 cores (the default checkpoint's own recipe)",
     "python -m trainer policy-dir": "writes a 500 MB model directory for the vLLM path",
     "python -m trainer generate runs/smollm2 ": "needs the vLLM server of its block (./dev vllm-cpu)",

@@ -184,7 +184,8 @@ def export(run: RunArg, out: Annotated[Path, typer.Argument(help="checkpoint dir
     config = _config(_settings(run, sets, allow_changed), "export")
     have = [name for name, rel in SCORERS.items() if (run / rel / "prm.json").is_file()]
     if config.scorer == "auto" and not have:
-        raise typer.BadParameter(f"{run} has no PRM checkpoint yet: run fit (and correct, evaluate) first")
+        raise typer.BadParameter(f"{run} has no PRM checkpoint yet: run `python -m trainer fit {run}` (then "
+                                 f"`python -m trainer correct {run}`, `python -m trainer evaluate {run}`) first")
     source = run / SCORERS[config.scorer if config.scorer != "auto" else have[0]]
     if not (source / "prm.json").is_file():  # before the stage records an attempt with this scorer
         stage_name = SCORERS[config.scorer].split("/")[0]

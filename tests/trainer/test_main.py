@@ -38,12 +38,15 @@ def test_a_changed_setting_stops_the_stage_until_allowed(tmp_path: Path, capsys:
 
 def test_export_without_its_checkpoint_says_what_to_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = empty_run(tmp_path)
-    code, _, err = run_main(["export", str(run), str(tmp_path / "out")], capsys)
+    code, _, err = run_main(["export", str(run), str(tmp_path / "out")], capsys)  # scorer auto: nothing trained
+    assert code == 2 and err.count("\n") == 1 and f"python -m trainer fit {run}" in err
+    named = ["--set", "export.scorer=prm_corrected"]
+    code, _, err = run_main(["export", str(run), str(tmp_path / "out"), *named], capsys)
     assert code == 2 and err.count("\n") == 1 and f"python -m trainer correct {run}" in err
     assert not (run / "export" / "run.json").exists()  # no attempt recorded: changing the scorer stays allowed
     (run / "fit" / "checkpoint").mkdir(parents=True)
     (run / "fit" / "checkpoint" / "prm.json").write_text("{}")
-    code, _, err = run_main(["export", str(run), str(tmp_path / "out")], capsys)
+    code, _, err = run_main(["export", str(run), str(tmp_path / "out"), *named, "--allow-changed"], capsys)
     assert code == 2 and "--set export.scorer=prm_fit" in err
 
 

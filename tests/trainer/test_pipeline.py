@@ -175,7 +175,7 @@ def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path) ->
                                                warm_start=True))
     report = evaluate_stage(work, EvaluateConfig(bootstrap=20, loglik_model=str(base)), policy_name="fake-policy")
     assert report["verify"][0]["reference"] == "loglik"  # the untrained base model's likelihood row
-    out = export_stage(work, ExportConfig(name="adapter-prm"), tmp_path / "exported")
+    out = export_stage(work, ExportConfig(name="adapter-prm", scorer="prm_corrected"), tmp_path / "exported")
     assert {p.name for p in out.iterdir()} == {"prm.json", "adapter.safetensors", "head.safetensors", "MODEL_CARD.md",
                                                "best_of_n.png", "calibration.png"}
     served = PRMModel.load(out, device="cpu", dtype="float32")
