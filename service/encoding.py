@@ -84,8 +84,19 @@ def encode_steps(tokenizer: Tokenizer, problem: str, steps: Sequence[str], max_t
     if truncated:
         keep = max(room, min(len(problem_ids), MIN_PROBLEM_TOKENS))
         problem_ids = _elide(tokenizer, problem_ids, keep)
-    input_ids = head + problem_ids + tail
-    prefix_len = len(input_ids)
+    need = len(head) + len(tail) + min(len(problem_ids), MIN_PROBLEM_TOKENS)
+    return append_steps(head + problem_ids + tail, step_ids, max_tokens, truncated=truncated, need=need)
+
+
+def append_steps(prefix: list[int], step_ids: Sequence[list[int]], max_tokens: int, *, truncated: bool,
+                 need: int) -> Encoded:
+    """``prefix`` then each step's tokens (separator included) while they fit ``max_tokens``; a step's score is
+    read at its last token. Shared by every template (ours and the foreign formats' in ``service.checkpoints``).
+
+    Raises:
+        InputTooLong: not even the first step fits (``need``: the tokens the prefix needs at least).
+    """
+    input_ids = list(prefix)
     positions: list[int] = []
     for ids in step_ids:
         if len(input_ids) + len(ids) > max_tokens:
@@ -94,9 +105,9 @@ def encode_steps(tokenizer: Tokenizer, problem: str, steps: Sequence[str], max_t
         input_ids += ids
         positions.append(len(input_ids) - 1)
     if not positions:
-        need = len(head) + len(tail) + len(step_ids[0]) + min(len(problem_ids), MIN_PROBLEM_TOKENS)
-        raise InputTooLong(f"the first step alone needs about {need} tokens; the limit is {max_tokens}")
-    return Encoded(input_ids, positions, truncated, len(steps), prefix_len)
+        raise InputTooLong(f"the first step alone needs about {need + len(step_ids[0])} tokens; "
+                           f"the limit is {max_tokens}")
+    return Encoded(input_ids, positions, truncated, len(step_ids), len(prefix))
 
 
 def _elide(tokenizer: Tokenizer, ids: list[int], keep: int) -> list[int]:

@@ -450,8 +450,8 @@ def _mentions(text: str, name: str) -> bool:
     return re.search(rf"(?<![\w]){re.escape(name)}\s*\(", text) is not None
 
 
-def _close_paren(text: str, start: int) -> int | None:
-    """Index of the parenthesis closing ``text[start]``, skipping strings; None when unbalanced."""
+def _outside_strings(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(index, char, bracket depth after it) of each character of ``text[start:]`` outside string literals."""
     depth, quote, k = 0, "", start
     while k < len(text):
         ch = text[k]
@@ -462,38 +462,25 @@ def _close_paren(text: str, start: int) -> int | None:
                 quote = ""
         elif ch in "\"'":
             quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth == 0:
-                return k
+        else:
+            depth += (ch in "([{") - (ch in ")]}")
+            yield k, ch, depth
         k += 1
-    return None
+
+
+def _close_paren(text: str, start: int) -> int | None:
+    """Index of the parenthesis closing ``text[start]``, skipping strings; None when unbalanced."""
+    return next((k for k, ch, depth in _outside_strings(text, start) if ch in ")]}" and depth == 0), None)
 
 
 def _split_top(text: str, sep: str) -> Iterator[str]:
     """``text`` split at ``sep`` outside brackets and strings."""
-    depth, quote, start = 0, "", 0
-    k = 0
-    while k < len(text):
-        ch = text[k]
-        if quote:
-            if ch == "\\":
-                k += 1
-            elif ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == sep and depth == 0:
-            yield text[start:k]
-            start = k + 1
-        k += 1
-    yield text[start:]
+    begin = 0
+    for k, ch, depth in _outside_strings(text):
+        if ch == sep and depth == 0:
+            yield text[begin:k]
+            begin = k + 1
+    yield text[begin:]
 
 
 def _excerpt(text: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.encoding import ELISION, MIN_PROBLEM_TOKENS, Encoded
+from service.encoding import ELISION, MIN_PROBLEM_TOKENS, Encoded, append_steps
 from service.errors import InputTooLong, InvalidInput
 
 TRL_TEMPLATE = "trl-prm"
@@ -68,19 +68,7 @@ def encode_trl(tok: TextTokenizer, problem: str, steps: Sequence[str], max_token
     if truncated:
         keep = max(room, min(len(prompt), MIN_PROBLEM_TOKENS))
         prompt = prompt[len(prompt) - keep:] if keep > 0 else []
-    ids = bos + prompt
-    prefix_len = len(ids)
-    positions: list[int] = []
-    for piece in step_ids:
-        if len(ids) + len(piece) > max_tokens:
-            truncated = True
-            break
-        ids += piece
-        positions.append(len(ids) - 1)
-    if not positions:
-        raise InputTooLong(f"the first step alone needs about {len(bos) + len(step_ids[0])} tokens; "
-                           f"the limit is {max_tokens}")
-    return Encoded(ids, positions, truncated, len(steps), prefix_len)
+    return append_steps(bos + prompt, step_ids, max_tokens, truncated=truncated, need=len(bos))
 
 
 def encode_rendered(tok: TextTokenizer, render: Render, problem: str, steps: Sequence[str], max_tokens: int, *,
