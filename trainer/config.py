@@ -31,7 +31,8 @@ def _check(ok: bool, message: str) -> None:
 @dataclass(frozen=True, slots=True)
 class GenerateConfig:
     model: str = field(metadata={"help": "policy model: HF id or path (vllm/transformers), served name (openai)"})
-    n: int = field(default=8, metadata={"help": "candidates per problem"})
+    n: int = field(default=8, metadata={"help": "candidates per problem (0: none, only --references/--mutants; "
+                                                "no policy is needed)"})
     backend: PolicyBackend = field(default="openai", metadata={"help": "policy backend: openai | vllm | transformers"})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint (backend=openai)"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
@@ -45,8 +46,8 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model must be set")
-        _check(self.n >= 1, "n must be >= 1")
-        _check(self.backend != "openai" or bool(self.base_url), "backend=openai needs base_url")
+        _check(self.n >= 0, "n must be >= 0")
+        _check(self.n == 0 or self.backend != "openai" or bool(self.base_url), "backend=openai needs base_url")
         _check(self.temperature >= 0, "temperature must be >= 0")
         _check(0 < self.top_p <= 1, "top_p must be in (0, 1]")
         _check(self.max_tokens >= 1 and self.concurrency >= 1, "max_tokens and concurrency must be >= 1")
@@ -67,7 +68,9 @@ class ExecuteConfig:
 
 @dataclass(frozen=True, slots=True)
 class LabelConfig:
-    rollouts: int = field(default=8, metadata={"help": "M: completions sampled per step prefix"})
+    rollouts: int = field(default=8, metadata={
+        "help": "M: completions sampled per step prefix (0: only the reference's continuation, exact for "
+                "references and mutants; needs R >= 1)"})
     reference_rollouts: int = field(default=0, metadata={
         "help": "R: weight of the reference solution's continuation of a prefix, for candidates whose steps "
                 "line up with the reference (same step kinds and names: the reference, its mutants, policy samples "
@@ -82,8 +85,10 @@ class LabelConfig:
                 "outcome; no rollouts) or rollouts (MC rollouts from the policy, like our own candidates)"})
 
     def __post_init__(self) -> None:
-        _check(self.rollouts >= 1 and self.max_tokens >= 1, "rollouts and max_tokens must be >= 1")
+        _check(self.rollouts >= 0 and self.max_tokens >= 1, "rollouts must be >= 0 and max_tokens >= 1")
         _check(self.reference_rollouts >= 0, "reference_rollouts must be >= 0")
+        _check(self.rollouts + self.reference_rollouts >= 1, "rollouts=0 needs reference_rollouts >= 1 (the "
+                                                             "reference's continuation is then the only rollout)")
         _check(self.temperature >= 0 and self.workers >= 1, "temperature must be >= 0 and workers >= 1")
 
 
@@ -92,6 +97,11 @@ class FitConfig:
     model: str = field(metadata={"help": "base model to train: HF id or path"})
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     epochs: int = field(default=1, metadata={"help": "passes over the training labels"})
+    # resume-safe: the learning rate is constant (no schedule over the total), so a fit stopped at N steps and
+    # resumed with a larger budget ends where one run with that budget would
+    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: the epochs "
+                                                        "decide), for a compute budget smaller than an epoch",
+                                                RESUME_SAFE: True})
     batch_size: int = field(default=8, metadata={"help": "sequences per micro-batch"})
     grad_accum: int = field(default=4, metadata={"help": "micro-batches per optimizer step"})
     max_tokens: int = field(default=2048, metadata={"help": "tokens per sequence (problem + code); longer are cut"})
@@ -118,6 +128,7 @@ class FitConfig:
         _check(min(self.epochs, self.batch_size, self.grad_accum, self.max_tokens, self.lora_r,
                    self.serve_max_tokens) >= 1,
                "epochs, batch_size, grad_accum, max_tokens, serve_max_tokens and lora_r must be >= 1")
+        _check(self.max_steps >= 0, "max_steps must be >= 0")
         _check(0 <= self.lora_dropout < 1 and self.eval_every >= 0, "lora_dropout in [0, 1), eval_every >= 0")
         _check(not (self.lora and self.full_finetune), "lora and full_finetune are exclusive")
         _check(not self.lora or bool(self.target_modules), "lora needs target_modules")
@@ -146,6 +157,9 @@ class EvaluateConfig:
                                                   metadata={"help": "step-score aggregations to compare"})
     checkpoints: tuple[str, ...] = field(default=(), metadata={
         "help": "other PRM checkpoint directories to rank side by side with the run's (e.g. the shipped default)"})
+    dtype: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={
+        "help": "precision the PRMs score in; auto: what the service picks on this machine (bf16 where the CPU "
+                "has fast bf16), so the report ranks by the served score"})
     loglik_model: str = field(default="smollm2", metadata={
         "help": "base model of the log-likelihood baseline: smollm2, a .gguf or HF dir; empty: no such row"})
 

@@ -205,6 +205,8 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
                                     "epoch": epoch, "batches": batches})
 
     for epoch in range(first_epoch, config.epochs):
+        if config.max_steps and step >= config.max_steps:
+            break
         model.train()
         loader = accelerator.prepare(torch.utils.data.DataLoader(
             list(train), batch_size=config.batch_size, shuffle=True, collate_fn=lambda xs: collate(xs, pad_id),
@@ -235,11 +237,14 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
                     model.train()
                 if save_due():
                     save(epoch, batches)
+                if config.max_steps and step >= config.max_steps:
+                    break
         history.append({"epoch": float(epoch), "step": float(step),
                         "dev_loss": evaluate_loss(model, dev, pad_id, device=accelerator.device),
                         "train_tokens": float(tokens), "train_tokens_per_s": tokens / max(train_s, 1e-9)})
         logger.info("epoch %d: %s", epoch, history[-1])
-        save(epoch + 1, 0)
+        # stopped by max_steps inside the epoch: a later, larger budget goes on from this very batch
+        save(*((epoch, batches) if batches < len(loader) else (epoch + 1, 0)))
     accelerator.wait_for_everyone()
     network.load_state_dict(accelerator.unwrap_model(model).state_dict())
     return history

@@ -47,7 +47,10 @@ async def label_candidate(policy: Policy, execute: Executor, problem: Problem, c
                           rollouts: int, temperature: float, top_p: float, max_tokens: int,
                           seed: int, reference_rollouts: int = 0) -> list[StepLabel]:
     """Step labels of one executed candidate (its ``exec`` must be set): ``rollouts`` policy samples per
-    prefix, plus ``reference_rollouts`` (a weight) for the reference's continuation where it lines up."""
+    prefix, plus ``reference_rollouts`` (a weight) for the reference's continuation where it lines up.
+    ``rollouts=0``: the reference's continuation alone, which labels a reference's or a mutant's steps exactly
+    (a prefix before the mutated function passes with the reference's rest); a candidate the reference does
+    not line up with then gets its own outcome on every step."""
     if candidate.exec is None:
         raise ValueError(f"candidate {candidate.candidate_id} of {problem.id} has not been executed")
     n_steps = len(candidate.steps)
@@ -56,6 +59,8 @@ async def label_candidate(policy: Policy, execute: Executor, problem: Problem, c
     _, messages = problem_prompt(problem)
 
     reference = aligned_reference(problem, candidate) if reference_rollouts else None
+    if not rollouts and reference is None:  # nothing can continue it: every step gets its outcome
+        return outcome_labels(candidate)
 
     async def rollout_labels(k: int) -> StepLabel:
         code = prefix_code(candidate, k)
@@ -78,6 +83,17 @@ async def label_candidate(policy: Policy, execute: Executor, problem: Problem, c
     labels.append(StepLabel(problem_id=problem.id, candidate_id=candidate.candidate_id, step_index=n_steps - 1,
                             mc_label=float(outcome), n_rollouts=1, n_pass=outcome, final=True))
     return labels
+
+
+def outcome_labels(c: Candidate) -> list[StepLabel]:
+    """Every step labelled with the candidate's own test outcome (the final one is clean, the others noisy:
+    a failing program's early functions may be right; meta correction learns which)."""
+    if not c.steps or c.exec is None:
+        return []
+    passed = int(c.exec.passed)
+    return [StepLabel(problem_id=c.problem_id, candidate_id=c.candidate_id, step_index=s.index,
+                      mc_label=float(passed), n_rollouts=1, n_pass=passed, final=s.index == len(c.steps) - 1)
+            for s in c.steps]
 
 
 def aligned_reference(problem: Problem, candidate: Candidate) -> list[str] | None:

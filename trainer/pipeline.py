@@ -22,7 +22,7 @@ from trainer.config import ExecuteConfig, GenerateConfig, LabelConfig
 from trainer.data import assert_no_leak, check_training_source, load_problems, select_problems, split_problems
 from trainer.execute import execute_candidate, rollout_executor
 from trainer.generate import generate_candidates, make_candidate
-from trainer.label import label_candidate
+from trainer.label import label_candidate, outcome_labels
 from trainer.mutate import mutants as make_mutants
 from trainer.records import Candidate, ExecSummary, Problem, StepLabel
 from trainer.runs import JsonlStore, progress, stage
@@ -107,8 +107,9 @@ def generate_stage(run: Path, config: GenerateConfig, problems: Sequence[RunProb
 
         async def one(policy: Policy, item: tuple[int, Problem]) -> list[Candidate]:
             i, problem = item
-            cands = await generate_candidates(policy, problem, n=config.n, temperature=config.temperature,
-                                              top_p=config.top_p, max_tokens=config.max_tokens, seed=config.seed + i)
+            cands = [] if config.n == 0 else await generate_candidates(
+                policy, problem, n=config.n, temperature=config.temperature, top_p=config.top_p,
+                max_tokens=config.max_tokens, seed=config.seed + i)
             if references and problem.canonical_solution:
                 cands.append(make_candidate(problem, "reference", problem.canonical_solution, policy="reference",
                                             template="reference", provenance="reference"))
@@ -123,8 +124,8 @@ def generate_stage(run: Path, config: GenerateConfig, problems: Sequence[RunProb
             st.count("candidates", store.append(cands))
             st.save()
 
-        _run_all(todo, one, save, policy=policy, config=config, limit=_in_flight(config, config.n),
-                 desc="generate")
+        _run_all(todo, one, save, policy=policy, config=config if config.n else None,
+                 limit=_in_flight(config, max(1, config.n)), desc="generate")
         return st.manifest.counts.get("candidates", 0)
 
 
@@ -156,14 +157,15 @@ def _in_flight(config: GenerateConfig, samples_per_item: int) -> int:
 
 
 def _run_all(items: Sequence[T], work: Callable[[Policy, T], Awaitable[R]], save: Callable[[R], None], *,
-             policy: Policy | None, config: GenerateConfig, limit: int, desc: str) -> None:
+             policy: Policy | None, config: GenerateConfig | None, limit: int, desc: str) -> None:
     """``work`` on every item, ``limit`` at a time, in one event loop; ``save`` each result as it completes.
 
     The first failure cancels the rest (what was saved stays saved; a rerun resumes). A policy made here
-    is closed here; one passed in belongs to the caller."""
+    (from ``config``) is closed here; one passed in belongs to the caller. Neither: the work needs no policy
+    (``generate.n=0``, ``label.rollouts=0``) and gets a stand-in that refuses to generate."""
     async def main() -> None:
-        own = policy is None
-        active = make_policy(config) if policy is None else policy
+        own = policy is None and config is not None
+        active = policy if policy is not None else make_policy(config) if config is not None else _NoPolicy()
         sem = asyncio.Semaphore(limit)
 
         async def bounded(item: T) -> R:
@@ -182,6 +184,18 @@ def _run_all(items: Sequence[T], work: Callable[[Policy, T], Awaitable[R]], save
                 await active.aclose()
 
     asyncio.run(main())
+
+
+class _NoPolicy:
+    """The policy of a stage configured to need none: asking it to generate is a bug of the stage."""
+
+    name = "none"
+
+    async def generate(self, request: object) -> list[object]:
+        raise RuntimeError("this stage was configured without a policy (generate.n=0 or label.rollouts=0)")
+
+    async def aclose(self) -> None:
+        return None
 
 
 def execute_stage(run: Path, config: ExecuteConfig) -> int:
@@ -225,7 +239,7 @@ def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig | None,
 
     async def one(policy: Policy, cand: Candidate) -> list[StepLabel]:
         return await label_candidate(policy, execute, problems[cand.problem_id], cand, rollouts=config.rollouts,
-                                     temperature=config.temperature, top_p=generate.top_p,
+                                     temperature=config.temperature, top_p=generate.top_p if generate else 1.0,
                                      max_tokens=config.max_tokens, seed=config.seed,
                                      reference_rollouts=config.reference_rollouts)
 
@@ -239,7 +253,7 @@ def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig | None,
             todo = [c for c in todo if c.provenance != "pool"]
             if not todo:
                 return st.manifest.counts.get("labels", 0)
-        if generate is None:
+        if generate is None and config.rollouts:
             raise ValueError(f"{len(todo)} candidates need rollouts from a policy: set the generate section "
                              "(--set generate.model=... generate.backend=...)")
 
@@ -248,24 +262,13 @@ def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig | None,
             st.count("rollouts", sum(lb.n_rollouts for lb in labels if not lb.final))
             st.save()
 
-        _run_all(todo, one, save, policy=policy, config=generate, limit=_in_flight(generate, config.rollouts),
-                 desc="label")
+        _run_all(todo, one, save, policy=policy, config=generate if config.rollouts else None,
+                 limit=_in_flight(generate, config.rollouts) if generate and config.rollouts else 8, desc="label")
         return st.manifest.counts.get("labels", 0)
 
 
 def label_table(run: Path, sub: str = "label") -> dict[tuple[str, str, int], StepLabel]:
     return {(lb.problem_id, lb.candidate_id, lb.step_index): lb for lb in labels_store(run, sub).read()}
-
-
-def outcome_labels(c: Candidate) -> list[StepLabel]:
-    """Every step labelled with the candidate's own test outcome (the final one is clean, the others noisy:
-    a failing program's early functions may be right; meta correction learns which)."""
-    if not c.steps or c.exec is None:
-        return []
-    passed = int(c.exec.passed)
-    return [StepLabel(problem_id=c.problem_id, candidate_id=c.candidate_id, step_index=s.index,
-                      mc_label=float(passed), n_rollouts=1, n_pass=passed, final=s.index == len(c.steps) - 1)
-            for s in c.steps]
 
 
 def final_labels(candidates: Sequence[Candidate]) -> dict[tuple[str, str, int], StepLabel]:

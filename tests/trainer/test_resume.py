@@ -30,6 +30,21 @@ def test_fit_resumes_after_kill_9(tmp_path: Path) -> None:
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_a_step_budget_stops_mid_epoch_and_a_larger_one_goes_on_exactly(tmp_path: Path) -> None:
+    """fit.max_steps: a fit stopped after 1 optimizer step (batch 2 of the first epoch's 3) and resumed without
+    a budget ends where one uninterrupted fit ends."""
+    import dataclasses
+
+    from tests.trainer.resume_fit import CONFIG
+
+    reference = train(None)
+    stopped = train(tmp_path, dataclasses.replace(CONFIG, max_steps=1))
+    assert any(not torch.equal(stopped[n], v) for n, v in reference.items())  # it did stop early
+    resumed = train(tmp_path)
+    for name, value in reference.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_a_state_of_another_model_is_refused(tmp_path: Path) -> None:
     from trainer.resume import restore_trainable
 
