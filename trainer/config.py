@@ -60,6 +60,9 @@ class ExecuteConfig:
                          metadata={"help": "sandbox processes in parallel (default: CPU count)", RESUME_SAFE: True})
     wall_s: float = field(default=10.0, metadata={"help": "wall-clock limit per candidate run, seconds"})
     memory_mb: int = field(default=1024, metadata={"help": "address-space limit per run, MiB"})
+    stop_at_first_failure: bool = field(default=False, metadata={
+        "help": "run no test after the first that fails: the verdict (passed) is the same, n_passed counts "
+                "only up to that failure; much faster on pools of slow, failing stdin programs"})
 
     def __post_init__(self) -> None:
         _check(self.workers >= 1, "workers must be >= 1")

@@ -19,7 +19,8 @@ def problem_tests(problem: Problem) -> list[TestSpec]:
 def execute_candidate(problem: Problem, code: str, config: ExecuteConfig) -> ExecSummary:
     limits = Limits(wall_s=config.wall_s, memory_mb=config.memory_mb)
     result = run_tests(code, problem_tests(problem), test_type=problem.test_type,
-                       setup_code=problem.test_setup_code or "", limits=limits)
+                       setup_code=problem.test_setup_code or "", limits=limits,
+                       stop_at_first_failure=config.stop_at_first_failure)
     return ExecSummary(passed=result.passed, n_tests=result.n_tests, n_passed=result.n_passed,
                        error_kind=result.status, seconds=result.seconds)
 

@@ -235,7 +235,7 @@ def label_stage(run: Path, config: LabelConfig, generate: GenerateConfig | None,
     train_ids, other_ids = set(problems), {p.id for p in run_problems(run, "meta", "dev")}
     assert_no_leak(train_ids, other_ids, what="meta/dev")
     store = labels_store(run)
-    execute = rollout_executor(ExecuteConfig(workers=config.workers))
+    execute = rollout_executor(ExecuteConfig(workers=config.workers, stop_at_first_failure=True))  # verdicts only
 
     async def one(policy: Policy, cand: Candidate) -> list[StepLabel]:
         return await label_candidate(policy, execute, problems[cand.problem_id], cand, rollouts=config.rollouts,

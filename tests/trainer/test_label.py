@@ -84,3 +84,19 @@ def test_reference_continuation_only_for_candidates_that_line_up() -> None:
     assert aligned_reference(PROBLEM, mutant) == [s.text for s in
                                                  make_candidate(PROBLEM, "r", REFERENCE, policy="t",
                                                                 template="t").steps]
+
+
+def test_rollouts_zero_labels_by_the_reference_alone() -> None:
+    ok, policy = _labels(REFERENCE, rollouts=0, reference_rollouts=1)
+    assert ok == [1.0, 1.0, 1.0, 1.0] and not policy.requests
+    bad, policy = _labels(BUGGY_MAIN, rollouts=0, reference_rollouts=1)
+    assert bad == [1.0, 0.0, 0.0, 0.0] and not policy.requests  # exact: right until the mutated step
+
+
+def test_stop_at_first_failure_keeps_the_verdict_and_counts_up_to_it() -> None:
+    full = execute_candidate(PROBLEM, BUGGY_MAIN, ExecuteConfig(workers=1))
+    short = execute_candidate(PROBLEM, BUGGY_MAIN, ExecuteConfig(workers=1, stop_at_first_failure=True))
+    assert (full.passed, full.n_tests, full.n_passed) == (False, 2, 0)
+    assert (short.passed, short.error_kind) == (False, full.error_kind)
+    right = execute_candidate(PROBLEM, REFERENCE, ExecuteConfig(workers=1, stop_at_first_failure=True))
+    assert (right.passed, right.n_passed) == (True, 2)
