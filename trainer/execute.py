@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,13 +33,28 @@ def pass_flags(problem: Problem, codes: Sequence[str], config: ExecuteConfig) ->
         return [s.passed for s in pool.map(lambda code: execute_candidate(problem, code, config), codes)]
 
 
-def rollout_executor(config: ExecuteConfig) -> Callable[[Problem, Sequence[str]], Awaitable[list[bool]]]:
+def rollout_executor(config: ExecuteConfig, *, memo: int = 4096
+                     ) -> Callable[[Problem, Sequence[str]], Awaitable[list[bool]]]:
     """The label stage's executor (``trainer.label.Executor``): one batch of rollouts in the sandbox at a time,
-    ``config.workers`` processes each, off the event loop."""
+    ``config.workers`` processes each, off the event loop. The verdicts of the last ``memo`` distinct programs
+    per problem are kept, so a program that comes back (the reference's continuation of a mutant's prefix before
+    its mutation is the reference itself, for every mutant of the problem) runs once."""
     sandbox = asyncio.Semaphore(1)
+    seen: OrderedDict[tuple[str, str], bool] = OrderedDict()
 
     async def execute(problem: Problem, codes: Sequence[str]) -> list[bool]:
-        async with sandbox:
-            return await asyncio.to_thread(pass_flags, problem, codes, config)
+        keys = [(problem.id, hashlib.sha256(code.encode()).hexdigest()) for code in codes]
+        verdicts = {k: seen[k] for k in keys if k in seen}
+        code_of = {k: code for k, code in zip(keys, codes, strict=True) if k not in verdicts}
+        if code_of:
+            async with sandbox:
+                flags = await asyncio.to_thread(pass_flags, problem, list(code_of.values()), config)
+            verdicts |= dict(zip(code_of, flags, strict=True))
+        for key in keys:  # most recently used last; the oldest go first
+            seen[key] = verdicts[key]
+            seen.move_to_end(key)
+        while len(seen) > memo:
+            seen.popitem(last=False)
+        return [verdicts[k] for k in keys]
 
     return execute

@@ -70,10 +70,15 @@ async def label_candidate(policy: Policy, execute: Executor, problem: Problem, c
                                         top_p=top_p, max_tokens=max_tokens, seed=seed + k, stop=CODE_STOP)
             codes = [complete_program(code, g.text) for g in await policy.generate(request)]
         weights = [1] * len(codes)
+        known: list[bool] = []  # the reference's continuation that rebuilds the candidate itself: its verdict
         if reference is not None:
-            codes.append(code + "".join(reference[k + 1:]))
+            continued = code + "".join(reference[k + 1:])
+            if continued == candidate.code:
+                known.append(bool(candidate.exec.passed))
+            else:
+                codes.append(continued)
             weights.append(reference_rollouts)
-        passed = await execute(problem, codes)
+        passed = (await execute(problem, codes) if codes else []) + known
         n_pass = sum(w for w, ok in zip(weights, passed, strict=True) if ok)
         return StepLabel(problem_id=problem.id, candidate_id=candidate.candidate_id, step_index=k,
                          mc_label=n_pass / sum(weights), n_rollouts=sum(weights), n_pass=n_pass, final=False)

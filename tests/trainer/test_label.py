@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from service.policy import Generation, GenerationRequest
 from trainer.config import ExecuteConfig
-from trainer.execute import execute_candidate, pass_flags
+from trainer.execute import execute_candidate, pass_flags, rollout_executor
 from trainer.generate import make_candidate
 from trainer.label import aligned_reference, label_candidate
 from trainer.records import Problem, TestCase
@@ -100,3 +102,32 @@ def test_stop_at_first_failure_keeps_the_verdict_and_counts_up_to_it() -> None:
     assert (short.passed, short.error_kind) == (False, full.error_kind)
     right = execute_candidate(PROBLEM, REFERENCE, ExecuteConfig(workers=1, stop_at_first_failure=True))
     assert (right.passed, right.n_passed) == (True, 2)
+
+
+def test_the_rollout_executor_runs_a_program_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mutant's prefix before its mutation continues into the reference itself: every mutant of the problem
+    asks for the same program, which runs once; the candidate's own program is never rerun."""
+    import trainer.execute
+
+    ran: list[str] = []
+    real = trainer.execute.pass_flags
+
+    def counting(problem: Problem, codes: Sequence[str], config: ExecuteConfig) -> list[bool]:
+        ran.extend(codes)
+        return real(problem, codes, config)
+
+    monkeypatch.setattr(trainer.execute, "pass_flags", counting)
+    execute = rollout_executor(ExecuteConfig(workers=1), memo=2)
+    assert asyncio.run(execute(PROBLEM, [REFERENCE, BUGGY_MAIN, REFERENCE])) == [True, False, True]
+    assert asyncio.run(execute(PROBLEM, [REFERENCE])) == [True] and ran == [REFERENCE, BUGGY_MAIN]
+    asyncio.run(execute(PROBLEM, ["print(1)", "print(2)"]))  # memo=2: the reference is evicted
+    asyncio.run(execute(PROBLEM, [REFERENCE]))
+    assert ran.count(REFERENCE) == 2
+
+    cand = make_candidate(PROBLEM, "m", BUGGY_MAIN, policy="test", template="test", provenance="mutant")
+    cand = cand.model_copy(update={"exec": execute_candidate(PROBLEM, BUGGY_MAIN, ExecuteConfig(workers=1))})
+    ran.clear()
+    labels = asyncio.run(label_candidate(FailingPolicy(), rollout_executor(ExecuteConfig(workers=1)), PROBLEM,
+                                         cand, rollouts=0, temperature=0.8, top_p=1.0, max_tokens=64, seed=0,
+                                         reference_rollouts=1))
+    assert [lb.mc_label for lb in labels] == [1.0, 0.0, 0.0, 0.0] and ran == [REFERENCE]
