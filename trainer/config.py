@@ -105,6 +105,9 @@ class FitConfig:
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: the epochs "
                                                         "decide), for a compute budget smaller than an epoch",
                                                 RESUME_SAFE: True})
+    dev_limit: int = field(default=0, metadata={"help": "meta examples (evenly spread) the dev loss is measured "
+                                                        "on at each evaluation; 0: all of them",
+                                                RESUME_SAFE: True})
     batch_size: int = field(default=8, metadata={"help": "sequences per micro-batch"})
     grad_accum: int = field(default=4, metadata={"help": "micro-batches per optimizer step"})
     max_tokens: int = field(default=2048, metadata={"help": "tokens per sequence (problem + code); longer are cut"})
@@ -131,7 +134,7 @@ class FitConfig:
         _check(min(self.epochs, self.batch_size, self.grad_accum, self.max_tokens, self.lora_r,
                    self.serve_max_tokens) >= 1,
                "epochs, batch_size, grad_accum, max_tokens, serve_max_tokens and lora_r must be >= 1")
-        _check(self.max_steps >= 0, "max_steps must be >= 0")
+        _check(self.max_steps >= 0 and self.dev_limit >= 0, "max_steps and dev_limit must be >= 0")
         _check(0 <= self.lora_dropout < 1 and self.eval_every >= 0, "lora_dropout in [0, 1), eval_every >= 0")
         _check(not (self.lora and self.full_finetune), "lora and full_finetune are exclusive")
         _check(not self.lora or bool(self.target_modules), "lora needs target_modules")

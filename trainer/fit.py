@@ -196,6 +196,8 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
         history, step, tokens, train_s = state["history"], state["step"], state["tokens"], state["train_s"]
         first_epoch, skip = state["epoch"], state["batches"]
     save_due = Every(config.checkpoint_every_s)
+    if config.dev_limit and len(dev) > config.dev_limit:  # evenly spread over the (source-ordered) meta set
+        dev = [dev[i * len(dev) // config.dev_limit] for i in range(config.dev_limit)]
 
     def save(epoch: int, batches: int) -> None:
         if resume_dir is not None and accelerator.is_main_process:

@@ -50,3 +50,17 @@ def test_a_state_of_another_model_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"resume\.pt"):
         restore_trainable(torch.nn.Linear(2, 2), {"nope": torch.zeros(1)})
+
+
+def test_the_dev_loss_on_an_evenly_spread_subset() -> None:
+    import dataclasses
+
+    from tests.trainer.resume_fit import CONFIG, setup
+    from trainer.fit import evaluate_loss, fit
+
+    network, examples, pad_id = setup()
+    config = dataclasses.replace(CONFIG, epochs=1, dev_limit=2)
+    history = fit(network, examples, examples, config, pad_id=pad_id)
+    spread = [examples[0], examples[len(examples) // 2]]
+    assert history[-1]["dev_loss"] == pytest.approx(evaluate_loss(network, spread, pad_id))
+    assert history[-1]["dev_loss"] != pytest.approx(evaluate_loss(network, examples, pad_id))
