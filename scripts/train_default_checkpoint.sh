@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/dreamprm-code-smollm2}
 OUT=${OUT:-checkpoints/dreamprm-code-smollm2}
 POOLS=${POOLS:-../shared/data/candidates}
-FIT_STEPS=${FIT_STEPS:-150}   # optimizer steps of 16 sequences: the compute budget of the fit (~1 hour here)
+FIT_STEPS=${FIT_STEPS:-80}   # optimizer steps of 16 sequences: the compute budget of the fit (~1 hour on 2 cores)
 PY=.venv/bin/python
 mkdir -p "$RUN"
 
@@ -39,7 +39,7 @@ timed label "$RUN" --set label.rollouts=0 --set label.reference_rollouts=1 --set
 timed fit "$RUN" --set fit.model=smollm2 --set fit.lora_r=16 --set fit.lora_alpha=32 --set fit.lr=2e-4 \
     --set 'fit.target_modules=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]' \
     --set fit.batch_size=4 --set fit.grad_accum=4 --set fit.max_tokens=512 --set fit.epochs=1 \
-    --set fit.max_steps="$FIT_STEPS"
+    --set fit.max_steps="$FIT_STEPS" --set fit.dev_limit=200
 timed evaluate "$RUN" --set evaluate.bootstrap=1000
 timed export "$RUN" "$OUT" --set export.name=dreamprm-code-smollm2
 echo "wrote $OUT; stage times in $RUN/timings.tsv:"
