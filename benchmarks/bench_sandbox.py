@@ -35,10 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from benchmarks.common import LEETCODE_TRAIN, RESULTS, machine_info, now_iso, read_jsonl, table, write_json
-from service import sandbox, sandbox_runner
+from service import sandbox
 from service.cof import assistant_prefix
 from service.policy import Generation, GenerationRequest
-from service.sandbox import SandboxHost, SandboxJob, TestSpec, isolation, network_isolation, run_many
+from service.sandbox import SandboxJob, TestSpec, isolation, network_isolation, run_many
 from trainer.config import ExecuteConfig
 from trainer.execute import rollout_executor
 from trainer.generate import make_candidate, problem_prompt
@@ -84,9 +84,10 @@ def naive_many(batch: Sequence[SandboxJob], workers: int) -> list[bool]:
 def without_mounts(batch: Sequence[SandboxJob], workers: int) -> list[bool]:
     """``run_many`` with the mount namespace switched off (the probed host, minus CLONE_NEWNS)."""
     host = sandbox.sandbox_host()
-    assert host is not None
-    plain = SandboxHost(host.python, host.network, host.unshare_flags & ~sandbox_runner.CLONE_NEWNS,
-                        host.drop_to_uid, host.site_dirs)
+    # probed as the service would probe such a host: the interpreter may differ (a pyenv build under a 0700
+    # /root is reachable through the private root's binds only; without them the system python is used)
+    plain = sandbox.detect_host(sandbox.isolation_modes(mounts=False)[:1])
+    assert host is not None and plain is not None and plain.isolation == "namespaces"
     sandbox._host_cache[:] = [plain]
     try:
         return [r.passed for r in run_many(batch, workers=workers)]

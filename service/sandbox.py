@@ -16,10 +16,12 @@ Isolation model, per run (a functional program with all its asserts, or one stdi
   monitor as its PID 1, so the whole tree dies with it; the group is SIGKILLed at the wall limit and, where
   no PID namespace guarantees that, stragglers are swept by uid (``/proc``).
 * Filesystem (``full``): a new mount namespace per run whose root is a small read-only tmpfs holding
-  read-only binds of the system dirs (``SYSTEM_PATHS``) and of the interpreter's stdlib and package dirs;
-  a private tmpfs ``/tmp`` (cwd, HOME, TMPDIR; ``Limits.tmp_mb``/``tmp_inodes``) and ``/dev/shm``
-  (``shm_mb``/``shm_inodes``); a ``/dev`` of null, zero, full, random, urandom; ``/proc`` of the run's PID
-  namespace; the host's tree detached (``pivot_root``). No repository, checkpoints, data, home or host
+  read-only binds of the system dirs (``SYSTEM_PATHS``) and of the interpreter's stdlib and package dirs and
+  a ``/dev`` of null, zero, full, random, urandom, the host's tree detached (``pivot_root``); on it, the run's
+  own tmpfs ``/tmp`` (cwd, HOME, TMPDIR; ``Limits.tmp_mb``/``tmp_inodes``) and ``/dev/shm``
+  (``shm_mb``/``shm_inodes``) and ``/proc`` of its PID namespace. As root the fork server builds that view
+  once in a mount namespace of its own, which each run's namespace copies (three mounts per run); in a user
+  namespace each run builds it from the server's precomputed plan. No repository, checkpoints, data, home or host
   sockets are in view, and everything the run wrote dies with its namespace. Not ``full``: cwd, HOME and
   TMPDIR are a 0700 temp dir removed afterwards, and the host's world-writable dirs are shared.
 * Privileges: as root the candidate runs as its own uid from ``SANDBOX_UID_BASE`` .. +``SANDBOX_UID_COUNT``
@@ -284,7 +286,7 @@ def sandbox_host() -> SandboxHost | None:
     """What this machine provides, probed once by running a tiny program; None if nothing works."""
     with _host_lock:
         if not _host_cache:
-            _host_cache.append(_detect_host())
+            _host_cache.append(detect_host())
         return _host_cache[0]
 
 
@@ -321,13 +323,19 @@ def _interpreters(root: bool) -> list[str]:
 _PROBE = _Payload("functional", "import bisect, heapq, statistics", "", (), None)
 
 
-def _detect_host() -> SandboxHost | None:
-    root = os.geteuid() == 0
+def isolation_modes(*, mounts: bool = True) -> tuple[tuple[int, NetworkIsolation], ...]:
+    """The (unshare flags, network isolation) to try, strongest first; ``mounts=False`` leaves out the private
+    filesystem (what a host without mount namespaces gets; the benchmark measures its cost this way)."""
     namespaces = sandbox_runner.CLONE_NEWNET | sandbox_runner.CLONE_NEWPID
-    namespaces |= 0 if root else sandbox_runner.CLONE_NEWUSER
-    modes: tuple[tuple[int, NetworkIsolation], ...] = ((namespaces | sandbox_runner.CLONE_NEWNS, "namespace"),
-                                                       (namespaces, "namespace"), (0, "guard"))
-    for flags, network in modes:
+    namespaces |= 0 if os.geteuid() == 0 else sandbox_runner.CLONE_NEWUSER
+    full = ((namespaces | sandbox_runner.CLONE_NEWNS, "namespace"),) if mounts else ()
+    return (*full, (namespaces, "namespace"), (0, "guard"))
+
+
+def detect_host(modes: tuple[tuple[int, NetworkIsolation], ...] | None = None) -> SandboxHost | None:
+    """The first mode of ``modes`` (default: ``isolation_modes()``) and interpreter that runs the probe."""
+    root = os.geteuid() == 0
+    for flags, network in modes or isolation_modes():
         for exe in _interpreters(root):
             # another build of the same X.Y (same ABI) gets the caller's packages, as sys.executable would
             site_dirs = () if exe == sys.executable else tuple(p for p in site.getsitepackages() if os.path.isdir(p))
@@ -565,7 +573,8 @@ class _Zygote:
     """The caller's end of one fork server (``sandbox_runner.zygote``) on one interpreter.
 
     Started on first use (and again in a forked caller, or if it died), with the sandbox's minimal
-    environment; threads share it, one request at a time (a fork takes about a millisecond).
+    environment; one request at a time (the round trip, a fork of the server, takes a few milliseconds), so
+    callers keep one per CPU (``_zygote``) and parallel workers do not queue behind one server.
     """
 
     def __init__(self, host: SandboxHost) -> None:
@@ -599,6 +608,9 @@ class _Zygote:
                     self.process.wait()
         raise RuntimeError("the sandbox fork server does not answer")
 
+    def busy(self) -> bool:
+        return self._lock.locked()
+
     def reap(self, pid: int) -> None:
         """Let the zygote reap a launcher the caller has seen exit (its pid may be recycled after this)."""
         with self._lock, suppress(OSError):
@@ -619,12 +631,23 @@ class _Zygote:
 
 
 _zygote_lock = threading.Lock()
-_zygotes: dict[tuple[str, tuple[str, ...]], _Zygote] = {}
+_zygotes: dict[SandboxHost, list[_Zygote]] = {}  # one kind per host (a root one builds its view once)
+_ZYGOTES_PER_HOST = max(1, os.cpu_count() or 1)
 
 
 def _zygote(host: SandboxHost) -> _Zygote:
+    """A fork server for ``host``: an idle one, else a new one up to one per CPU, else the least recent."""
     with _zygote_lock:
-        return _zygotes.setdefault((host.python, host.site_dirs), _Zygote(host))
+        servers = _zygotes.setdefault(host, [])
+        server = next((z for z in servers if not z.busy()), None)
+        if server is None and len(servers) < _ZYGOTES_PER_HOST:
+            server = _Zygote(host)
+        elif server is None:
+            server = servers[0]
+        if server in servers:
+            servers.remove(server)
+        servers.append(server)  # most recently handed out last
+        return server
 
 
 def _spawn(host: SandboxHost, uid: int | None, payload: _Payload, limits: Limits, wall_s: float,
@@ -643,7 +666,8 @@ def _spawn(host: SandboxHost, uid: int | None, payload: _Payload, limits: Limits
         try:
             with _data_fd(stdin) as in_fd, _data_fd(data) as payload_fd:
                 fds = [in_fd, pipes[0][1], pipes[1][1], pipes[2][1], payload_fd, pipes[3][1]]
-                pid, pidfd = _zygote(host).launch(_run_config(host, uid, run_dir, limits, wall_s), fds)
+                server = _zygote(host)
+                pid, pidfd = server.launch(_run_config(host, uid, run_dir, limits, wall_s), fds)
         except BaseException as exc:
             for r, _ in pipes:
                 os.close(r)
@@ -659,7 +683,7 @@ def _spawn(host: SandboxHost, uid: int | None, payload: _Payload, limits: Limits
         finally:
             for r, _ in pipes:
                 os.close(r)
-            _end_tree(host, pid, pidfd, uid, finished=run is not None and run.limit is None)
+            _end_tree(host, server, pid, pidfd, uid, finished=run is not None and run.limit is None)
         return dataclasses.replace(run, wall_s=time.monotonic() - started)
     finally:
         if run_dir is not None:
@@ -754,7 +778,7 @@ def _exited(pidfd: int, timeout: float | None) -> bool:
         return bool(sel.select(timeout))
 
 
-def _end_tree(host: SandboxHost, pid: int, pidfd: int, uid: int | None, *, finished: bool) -> None:
+def _end_tree(host: SandboxHost, server: _Zygote, pid: int, pidfd: int, uid: int | None, *, finished: bool) -> None:
     """Make sure the run's processes are gone, then let the zygote reap the launcher.
 
     A launcher that exits by itself (``finished``: the pipes reached EOF) in a PID namespace has waited for
@@ -774,7 +798,7 @@ def _end_tree(host: SandboxHost, pid: int, pidfd: int, uid: int | None, *, finis
                 _kill_uid(uid)  # whatever left the group (setsid) and, without a PID namespace, orphans
     finally:
         os.close(pidfd)
-        _zygote(host).reap(pid)
+        server.reap(pid)  # the server that forked it
 
 
 def _force_remove(func: Any, path: str, exc_info: Any) -> None:

@@ -7,7 +7,7 @@ import ``service`` (or anything outside the stdlib). Nothing runs on import; the
 ``zygote FD`` (the sandbox interpreter, as the caller's user, started once per caller process with a minimal
 environment): a fork server. Per run it forks a *launcher*: own session, the run's fds (stdio; result, payload
 and control pipes on 3-5), new mount + network + PID namespaces (plus a user namespace when not root), then
-the *monitor* (PID 1 of the new namespace), which builds the run's private root (``_private_root``) and forks
+the *monitor* (PID 1 of the new namespace), which mounts the run's private root (``_private_root``) and forks
 the *candidate*: rlimits, drop to the sandbox uid with no groups (no capabilities in a user namespace),
 no_new_privs, parent-death signal, the run's cwd and environment, the control pipe closed; then the payload
 runs in that same, already initialised interpreter (no exec: every run is a fresh copy-on-write fork of a
@@ -24,6 +24,7 @@ from __future__ import annotations
 import builtins
 import ctypes
 import fcntl
+import gc
 import json
 import numbers  # imported here, in the fork server: a run's uid may not reach the stdlib
 import os
@@ -33,7 +34,7 @@ import sys
 from typing import Any, NoReturn
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
-_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 1, 4, 38
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NAME, _PR_SET_NO_NEW_PRIVS = 1, 4, 15, 38
 _MSG_CAP = 300
 # the launcher arranges the run's fds as: 0-2 stdio, then these (see ``_launch``)
 RESULT_FD, PAYLOAD_FD, CONTROL_FD = 3, 4, 5
@@ -149,6 +150,7 @@ def _drop_capabilities(libc: ctypes.CDLL) -> None:
 def _become_candidate(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
     """Rlimits, the sandbox uid, no capabilities, the run's cwd and environment; then it runs the payload."""
     try:
+        libc.prctl(_PR_SET_NAME, b"sbx-run")
         for res, soft, hard in cfg["rlimits"]:
             if res == resource.RLIMIT_NPROC and cfg["uid"] is None:  # it counts all the caller's tasks
                 soft = hard = soft + sum(threads for _, threads in uid_tasks(os.getuid()))
@@ -187,50 +189,82 @@ def _locked_flags(path: str) -> int:
     return flags | (_MS_RELATIME if have & 4096 else 0)  # ST_RELATIME
 
 
-def _bind(libc: ctypes.CDLL, root: str, path: str, writable: bool = False) -> None:
-    """``path`` of the host, read-only, at the same place under ``root`` (a symlink stays a symlink)."""
-    target = root + path
-    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-    if os.path.islink(path):
-        os.symlink(os.readlink(path), target)
-        return
-    if os.path.isdir(path):
-        os.makedirs(target, mode=0o755, exist_ok=True)
-    else:
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
-    _mount(libc, path, target, None, _MS_BIND | _MS_REC)
-    read_only = 0 if writable else _MS_RDONLY
-    _mount(libc, None, target, None, _MS_BIND | _MS_REMOUNT | read_only | _MS_NOSUID | _locked_flags(path))
+def _tmpfs(target: str, mb: float, inodes: int, mode: str, extra: int = 0) -> tuple[Any, ...]:
+    options = f"size={max(4096, int(mb * (1 << 20)))},nr_inodes={inodes},mode={mode}"
+    return ("mount", "tmpfs", target, "tmpfs", _MS_NOSUID | _MS_NODEV | extra, options)
 
 
-def _tmpfs(libc: ctypes.CDLL, target: str, mb: float, inodes: int, mode: str, extra: int = 0) -> None:
-    os.makedirs(target, mode=0o755, exist_ok=True)
-    size = max(4096, int(mb * (1 << 20)))
-    options = f"size={size},nr_inodes={inodes},mode={mode}"
-    _mount(libc, "tmpfs", target, "tmpfs", _MS_NOSUID | _MS_NODEV | extra, options)
+def root_plan(binds: list[str], root: str) -> list[tuple[Any, ...]]:
+    """The steps (mkdir, touch, symlink, mount) that build the read-only view under ``root``: ``binds`` (system
+    dirs, the interpreter, its packages) where they exist, a minimal ``/dev`` and the mount points of a run's
+    own ``/tmp``, ``/dev/shm`` and ``/proc`` (``run_mounts``). Worked out by the fork server, which sees the
+    host (what exists, symlinks, the flags a bind must keep), so that building it is a replay (``_replay``)."""
+    plan: list[tuple[Any, ...]] = [("mount", None, "/", None, _MS_REC | _MS_PRIVATE, None),  # nothing propagates
+                                   _tmpfs(root, 1, 4096, "0755")]
+    made = {root}
 
+    def parents(target: str) -> None:
+        missing = []
+        parent = os.path.dirname(target)
+        while parent not in made:
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for path in reversed(missing):
+            plan.append(("mkdir", path))
+            made.add(path)
 
-def _private_root(cfg: dict[str, Any], libc: ctypes.CDLL) -> None:
-    """In the run's own mount namespace: a read-only view (system dirs, the interpreter, its packages), a
-    private size- and inode-limited ``/tmp`` and ``/dev/shm``, a minimal ``/dev``, ``/proc`` of the run's PID
-    namespace; then the host's tree is detached. Everything is gone when the namespace's last process is."""
-    fs, root = cfg["filesystem"], cfg["root"]
-    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing of ours propagates to the host
-    _tmpfs(libc, root, 1, 4096, "0755")
-    for path in fs["binds"]:
+    def bind(path: str, writable: bool = False) -> None:  # the host's path, read-only, at the same place
+        target = root + path
+        parents(target)
+        if os.path.islink(path):  # a symlink stays a symlink
+            plan.append(("symlink", os.readlink(path), target))
+            return
+        plan.append(("mkdir", target) if os.path.isdir(path) else ("touch", target))
+        made.add(target)
+        read_only = 0 if writable else _MS_RDONLY
+        plan.append(("mount", path, target, None, _MS_BIND | _MS_REC, None))
+        plan.append(("mount", None, target, None, _MS_BIND | _MS_REMOUNT | read_only | _MS_NOSUID |
+                     _locked_flags(path), None))
+
+    for path in binds:
         if os.path.lexists(path):
-            _bind(libc, root, path)
-    _tmpfs(libc, root + "/tmp", fs["tmp_mb"], fs["tmp_inodes"], "1777")
-    _tmpfs(libc, root + "/dev", 0.0625, 64, "0755", _MS_NOEXEC)
+            bind(path)
+    plan += [("mkdir", root + "/tmp"), ("mkdir", root + "/dev"), _tmpfs(root + "/dev", 0.0625, 64, "0755", _MS_NOEXEC)]
+    made |= {root + "/tmp", root + "/dev"}
     for name in _DEVICES:
-        _bind(libc, root, "/dev/" + name, writable=True)
+        bind("/dev/" + name, writable=True)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, f"{root}/dev/{name}")
-    _tmpfs(libc, root + "/dev/shm", fs["shm_mb"], fs["shm_inodes"], "1777", _MS_NOEXEC)
-    os.makedirs(root + "/proc", mode=0o555)
-    _mount(libc, "proc", root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-    os.mkdir(root + "/.old")
+        plan.append(("symlink", target, f"{root}/dev/{name}"))
+    plan += [("mkdir", root + "/dev/shm"), ("mkdir", root + "/proc"), ("mkdir", root + "/.old")]
+    return plan
+
+
+def run_mounts(fs: dict[str, Any], root: str) -> list[tuple[Any, ...]]:
+    """What each run mounts for itself on the view of ``root_plan``: its ``/tmp``, ``/dev/shm`` and ``/proc``."""
+    return [("mount", None, "/", None, _MS_REC | _MS_PRIVATE, None),
+            _tmpfs(root + "/tmp", fs["tmp_mb"], fs["tmp_inodes"], "1777"),
+            _tmpfs(root + "/dev/shm", fs["shm_mb"], fs["shm_inodes"], "1777", _MS_NOEXEC),
+            ("mount", "proc", root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)]
+
+
+def _replay(plan: list[tuple[Any, ...]], libc: ctypes.CDLL) -> None:
+    for op, *args in plan:
+        if op == "mount":
+            _mount(libc, *args)
+        elif op == "mkdir":
+            os.mkdir(args[0], 0o755)
+        elif op == "touch":
+            os.close(os.open(args[0], os.O_CREAT | os.O_WRONLY, 0o644))
+        else:
+            os.symlink(*args)
+
+
+def _enter_view(plan: list[tuple[Any, ...]], root: str, libc: ctypes.CDLL, mounts: list[tuple[Any, ...]]) -> None:
+    """Build ``plan`` (``root_plan``) and ``mounts`` under ``root`` (``/proc`` while the host's is still visible,
+    as a user namespace requires), make ``root`` the root of this mount namespace and detach the host's tree;
+    read-only from then on."""
+    _replay([*plan, *mounts], libc)
     if libc.syscall(_SYS_PIVOT_ROOT[os.uname().machine], root.encode(), (root + "/.old").encode()) != 0:
         raise OSError(ctypes.get_errno(), "pivot_root")
     os.chdir("/")
@@ -240,7 +274,36 @@ def _private_root(cfg: dict[str, Any], libc: ctypes.CDLL) -> None:
     _mount(libc, None, "/", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
 
 
+def _private_root(cfg: dict[str, Any], libc: ctypes.CDLL) -> None:
+    """In the run's own mount namespace: its private ``/tmp``, ``/dev/shm`` and ``/proc`` on the read-only view,
+    which is either the fork server's (copied with the namespace; ``cfg["root"]`` is None) or built here.
+    Everything is gone when the namespace's last process is."""
+    if cfg["root"] is None:
+        _replay(cfg["mounts"], libc)
+    else:
+        _enter_view(cfg["plan"], cfg["root"], libc, cfg["mounts"])
+
+
+def _own_view(request: dict[str, Any], binds: list[str], view: list[str], libc: ctypes.CDLL) -> None:
+    """Root without a user namespace: the fork server builds the read-only view once, in a mount namespace of
+    its own, and each run's namespace copies it (three mounts per run instead of the whole view)."""
+    fs, root = request["filesystem"], request["root"]
+    if not view:
+        view.append(json.dumps([binds, root]))
+        try:
+            if libc.unshare(CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare")
+            _enter_view(root_plan(binds, root), root, libc, [])
+            _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)  # a run's mounts stay in its own namespace
+        except OSError as exc:
+            view.append(f"the fork server's view: {exc}")
+    if view[1:] or view[0] != json.dumps([binds, root]):
+        request["error"] = view[1] if view[1:] else "the fork server's view was built for another filesystem"
+    request["root"], request["mounts"] = None, run_mounts(fs, "")
+
+
 def _monitor(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
+    libc.prctl(_PR_SET_NAME, b"sbx-monitor")
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the launcher (and so takes the namespace down)
     libc.prctl(_PR_SET_DUMPABLE, 0)  # its /proc entries (fds: the control pipe) stay closed to the candidate
     try:
@@ -273,22 +336,24 @@ def _arrange_fds(fds: list[int]) -> None:
     os.closerange(CONTROL_FD + 1, 1 << 16)  # the zygote's socket, the originals and anything else it held
 
 
-def _launch(cfg: dict[str, Any], fds: list[int], zygote_pid: int) -> NoReturn:
+def _launch(cfg: dict[str, Any], fds: list[int], zygote_pid: int, libc: ctypes.CDLL) -> NoReturn:
     """In a fresh fork of the zygote: its own session and stdio, namespaces, then monitor -> candidate; it
     reports the whole tree's CPU time on the control pipe once the monitor (and with it the tree) is gone."""
     try:
         os.setsid()
         _arrange_fds(fds)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, b"sbx-launcher")
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote died (its caller is gone): take all down
-        libc.prctl(_PR_SET_DUMPABLE, 0)
         if os.getppid() != zygote_pid:
             raise ProcessLookupError("the zygote is gone")
+        if cfg.get("error"):
+            raise OSError(cfg["error"])
         if cfg["unshare"] and libc.unshare(cfg["unshare"]) != 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         if cfg["unshare"] & CLONE_NEWUSER:
-            _map_own_ids()
+            _map_own_ids()  # before the next line, which hands our /proc/self files to root
+        libc.prctl(_PR_SET_DUMPABLE, 0)
         pid = os.fork()
     except BaseException as exc:  # noqa: BLE001 - report anything
         _fail(CONTROL_FD, "namespaces", exc)
@@ -334,6 +399,11 @@ def zygote(sock_fd: int) -> NoReturn:
     import socket
 
     sock, me, own = socket.socket(fileno=sock_fd), os.getpid(), _interpreter_paths()
+    plans: dict[str, list[tuple[Any, ...]]] = {}  # per-run views (user namespaces), by binds and root
+    view: list[str] = []  # the server's own view (root): what it was built for, then an error if it failed
+    libc = ctypes.CDLL(None, use_errno=True)
+    gc.collect()
+    gc.freeze()  # the children's collections never walk (and so never copy) the server's own objects
     while True:
         msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 6)
         if not msg:
@@ -346,10 +416,18 @@ def zygote(sock_fd: int) -> NoReturn:
                 pass
             continue
         if request.get("filesystem"):
-            request["filesystem"]["binds"] = outermost([*request["filesystem"]["binds"], *own])
+            binds = outermost([*request["filesystem"]["binds"], *own])
+            if os.geteuid() == 0 and not request["unshare"] & CLONE_NEWUSER:
+                _own_view(request, binds, view, libc)
+            else:
+                key = json.dumps([binds, request["root"]])
+                if key not in plans:
+                    plans.clear() if len(plans) > 8 else None
+                    plans[key] = root_plan(binds, request["root"])
+                request["plan"], request["mounts"] = plans[key], run_mounts(request["filesystem"], request["root"])
         pid = os.fork()
         if pid == 0:
-            _launch(request, fds, me)
+            _launch(request, fds, me, libc)
         for fd in fds:
             os.close(fd)
         pidfd = os.pidfd_open(pid)

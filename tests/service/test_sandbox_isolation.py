@@ -8,7 +8,9 @@ forged result that passes, no repository or data visible, the view read-only.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -167,3 +169,30 @@ def test_a_constant_assert_is_judged_outside() -> None:
 def test_isolation_is_reported_full_here() -> None:
     host = sandbox.sandbox_host()
     assert host is not None and host.isolation == "full" == isolation()
+
+
+_AS_NOBODY = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from service import sandbox
+code = ("import os\\nprint(sorted(p for p in os.listdir('/proc') if p.isdigit()), os.listdir('/tmp'), "
+        "open('/tmp/f', 'w').write('x'))")
+run = sandbox.run_tests(code, [sandbox.TestSpec("io", input="", output="['1', '2'] [] 1")], test_type="stdin")
+print(sandbox.isolation(), run.passed)
+"""
+_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i", "PATH=/usr/bin:/bin"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3.11"),
+                    reason="needs root (to become nobody), setpriv and a system python3.11")
+def test_a_caller_without_root_gets_full_isolation_in_a_user_namespace() -> None:
+    """Until the launcher mapped its ids before handing its /proc files to root, a non-root service fell back to
+    the network guard without a word beyond the startup log."""
+    readable = subprocess.run([*_NOBODY, "/usr/bin/python3.11", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                               "import service.sandbox", str(REPO)], capture_output=True, check=False)
+    if readable.returncode:
+        pytest.skip(f"nobody cannot import the repository here: {readable.stderr.decode()[-200:]}")
+    out = subprocess.run([*_NOBODY, "/usr/bin/python3.11", "-c", _AS_NOBODY, str(REPO)], capture_output=True,
+                         check=False, timeout=120)
+    assert out.stdout.decode().split()[-2:] == ["full", "True"], out.stderr.decode()[-2000:]

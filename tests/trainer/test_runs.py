@@ -220,7 +220,8 @@ def test_stage_writes_a_done_manifest(tmp_path: Path) -> None:
         run.count("executed")
     manifest = json.loads((tmp_path / "out" / "run.json").read_text())
     assert manifest["stage"] == "execute" and manifest["status"] == "done"
-    assert manifest["config"] == config_to_dict(config) == {"workers": 2, "wall_s": 10.0, "memory_mb": 1024}
+    assert manifest["config"] == config_to_dict(config) == {"workers": 2, "wall_s": 10.0, "memory_mb": 1024,
+                                                            "stop_at_first_failure": False}
     assert manifest["inputs"] == [{"path": str(data.resolve()), "sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
                                    "bytes": data.stat().st_size}]
     assert manifest["counts"] == {"executed": 4}
