@@ -63,16 +63,20 @@ async def _score_problem(engine: Any, pp: PoolProblem, scores: dict[str, Any]) -
 
 
 async def run(args: argparse.Namespace) -> Path:
-    from service.engine import ScoringEngine
+    import torch
 
-    settings = Settings(checkpoint=args.checkpoint, cache_size=0, threads=args.threads, dtype=args.dtype,
-                        device="cpu")
+    from service.engine import ScoringEngine
+    from service.model import pick_dtype
+
+    dtype = str(pick_dtype(args.dtype, torch.device("cpu"))).removeprefix("torch.")
+    settings = Settings(checkpoint=args.checkpoint, cache_size=0, threads=args.threads, dtype=dtype, device="cpu")
     engine = await ScoringEngine.start(settings)
     revision = engine.model.revision
     path = cache_path(args.checkpoint, revision)
-    data = read_cache(path) or {"checkpoint": str(args.checkpoint.resolve().name), "revision": revision,
-                                "dtype": args.dtype, "default_aggregation":
-                                    engine.model.manifest.default_aggregation, "scores": {}}
+    data = read_cache(path)
+    if data.get("dtype") != dtype:  # one precision per file: scores of another one are dropped, not mixed
+        data = {"checkpoint": str(args.checkpoint.resolve().name), "revision": revision, "dtype": dtype,
+                "default_aggregation": engine.model.manifest.default_aggregation, "scores": {}}
     scores: dict[str, Any] = data["scores"]
     pools = load_pools()
     try:
@@ -96,7 +100,8 @@ def main() -> None:
     parser.add_argument("--pools", nargs="+",
                         default=["apps_stdin_dev", "leetcode_dev_mutants", "apps_stdin_all", "mbpp_dev"])
     parser.add_argument("--threads", type=int, default=1, help="1 on a shared CPU: oversubscribed torch threads stall")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                        help="auto: what the service picks here (fp32 on a CPU without native bf16)")
     print(f"wrote {asyncio.run(run(parser.parse_args()))}")
 
 

@@ -23,7 +23,7 @@ from trainer.export import Weights, copy_adapter_checkpoint, export_checkpoint, 
 from trainer.fit import Example, batch_sampler, build_examples, fit, prepare_trainable
 from trainer.meta_correct import CorrectConfig, correct_labels, fit_plain, meta_loss
 from trainer.pipeline import describe, executed_candidates, final_labels, label_table, labels_store, run_problems
-from trainer.records import Candidate, StepLabel
+from trainer.records import Candidate, ProblemScores, StepLabel
 from trainer.report import write_report
 from trainer.resume import clear_state
 from trainer.runs import atomic_write_text, progress, stage, stage_seconds
@@ -182,7 +182,7 @@ def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> di
         scorers = {name: run / rel for name, rel in SCORERS.items() if (run / rel / "prm.json").is_file()}
         scorers |= {Path(c).name: Path(c) for c in config.checkpoints}
         logits = {name: _score_all(PRMModel.load(path, device="cpu", dtype=config.dtype), problems, cands,
-                                   desc=f"evaluate {name}")
+                                   desc=f"evaluate {name}", cache=run / "evaluate" / "scores", name=name)
                   for name, path in scorers.items()}
         own = [i for i, c in enumerate(cands) if c.provenance != "pool"]
         report: dict[str, Any] = {}
@@ -191,7 +191,8 @@ def evaluate_stage(run: Path, config: EvaluateConfig, *, policy_name: str) -> di
                                       {n: [v[i] for i in own] for n, v in logits.items()}, policy_name)
         scores = baseline_scores(cands)
         if config.loglik_model:
-            scores["loglik"] = loglik_scores(config.loglik_model, problems, cands)
+            scores["loglik"] = loglik_scores(config.loglik_model, problems, cands, dtype=config.dtype,
+                                             cache=run / "evaluate" / "scores")
         for name, values in logits.items():
             scores |= prm_scores(name, values, cands)
         reports = verify_report(cands, scores, reference="loglik" if config.loglik_model else "longest",
@@ -218,10 +219,12 @@ def _leetcode_report(run: Path, config: EvaluateConfig, cands: list[Candidate], 
 
 
 def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate], *,
-               desc: str = "score") -> list[list[float]]:
+               desc: str = "score", cache: Path | None = None, name: str = "prm") -> list[list[float]]:
     """Step logits of every candidate; empty (ranked last, as the service would not score it) when it
     has no steps or its code alone does not fit the checkpoint's ``max_tokens``. The candidates of one
-    problem go through one ``forward`` call, so they share the problem prefix as in the service."""
+    problem go through one ``forward`` call, so they share the problem prefix as in the service. With
+    ``cache`` (a folder), each problem's logits are stored as they come (``score_cache``: per scorer, model
+    revision and precision), so a killed evaluation resumes."""
     out: list[list[float]] = [[] for _ in cands]
     by_problem: dict[str, list[tuple[int, Any]]] = {}
     too_long = 0
@@ -234,9 +237,20 @@ def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]
             too_long += 1
             continue
         by_problem.setdefault(c.problem_id, []).append((i, enc))
-    for members in progress(by_problem.values(), total=len(by_problem), desc=desc):  # one bar step per problem
+    from trainer.verify import score_cache
+
+    dtype = str(next(model.network.parameters()).dtype).removeprefix("torch.")
+    store = score_cache(cache, f"{name}-{model.revision}-{dtype}") if cache else None
+    done = {r.problem_id: r.scores for r in store.read()} if store else {}
+    for pid, members in progress(by_problem.items(), total=len(by_problem), desc=desc):  # one step per problem
+        if pid in done and all(cands[i].candidate_id in done[pid] for i, _ in members):
+            for i, _ in members:
+                out[i] = done[pid][cands[i].candidate_id]
+            continue
         for (i, _), logits in zip(members, model.forward([enc for _, enc in members]), strict=True):
             out[i] = logits
+        if store:
+            store.append([ProblemScores(problem_id=pid, scores={cands[i].candidate_id: out[i] for i, _ in members})])
     if too_long:
         logger.warning("%d of %d candidates do not fit %d tokens: unscored, ranked last", too_long, len(cands),
                        model.max_tokens)

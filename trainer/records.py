@@ -104,3 +104,11 @@ class TRLRow(BaseModel):
     completions: list[str]
     labels: list[bool]
     soft_labels: list[float]
+
+
+class ProblemScores(BaseModel):
+    """One scorer's values for the candidates of one problem (``evaluate``'s resumable score cache):
+    candidate id -> step logits (a PRM) or a one-element list (a baseline such as the log-likelihood)."""
+
+    problem_id: str
+    scores: dict[str, list[float]]

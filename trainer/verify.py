@@ -12,12 +12,15 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.aggregate import AGGREGATIONS, aggregate
 from trainer.ranking import Ranked, RankingReport, rank_report, report_markdown
-from trainer.records import Candidate, Problem
-from trainer.runs import atomic_write_text
+from trainer.records import Candidate, Problem, ProblemScores
+from trainer.runs import JsonlStore, atomic_write_text
+
+if TYPE_CHECKING:
+    from service.model import DType
 
 logger = logging.getLogger(__name__)
 
@@ -46,21 +49,40 @@ def baseline_scores(cands: Sequence[Candidate]) -> dict[str, list[float]]:
             "longest": [float(len(c.code)) for c in cands], "shortest": [-float(len(c.code)) for c in cands]}
 
 
-def loglik_scores(source: str, problems: Mapping[str, Problem], cands: Sequence[Candidate]) -> list[float]:
-    """The base model's mean token log-likelihood of each candidate (``source``: ``smollm2`` or a path)."""
+def score_cache(folder: Path, name: str) -> JsonlStore[ProblemScores]:
+    """The resumable store of one scorer's values, one record per problem (``folder/name.jsonl``)."""
+    return JsonlStore(folder / f"{name}.jsonl", ProblemScores, key=lambda r: r.problem_id)
+
+
+def loglik_scores(source: str, problems: Mapping[str, Problem], cands: Sequence[Candidate], *,
+                  dtype: DType = "auto", cache: Path | None = None) -> list[float]:
+    """The base model's mean token log-likelihood of each candidate (``source``: ``smollm2`` or a path), in
+    ``dtype`` (auto: what the service would pick on this machine); stored per problem in ``cache`` (a
+    folder) as it goes, so a killed evaluation resumes."""
     import torch
 
     from service.local_policy import load_causal_lm, smollm2_gguf
+    from service.model import pick_dtype
     from trainer.loglik import mean_loglik
 
-    model, tokenizer = load_causal_lm(smollm2_gguf() if source == "smollm2" else Path(source), dtype=torch.bfloat16)
+    torch_dtype = pick_dtype(dtype, torch.device("cpu"))
+    model, tokenizer = load_causal_lm(smollm2_gguf() if source == "smollm2" else Path(source), dtype=torch_dtype)
+    tag = f"loglik-{Path(source).name}-{str(torch_dtype).removeprefix('torch.')}"
+    store = score_cache(cache, tag) if cache else None
+    done = {r.problem_id: r.scores for r in store.read()} if store else {}
     by_problem: dict[str, list[int]] = {}
     for i, c in enumerate(cands):
         by_problem.setdefault(c.problem_id, []).append(i)
     out = [0.0] * len(cands)
     for pid, idx in by_problem.items():
-        for i, value in zip(idx, mean_loglik(model, tokenizer, problems[pid].prompt, [cands[i].code for i in idx]),
-                            strict=True):
+        if pid in done and all(cands[i].candidate_id in done[pid] for i in idx):
+            values = [done[pid][cands[i].candidate_id][0] for i in idx]
+        else:
+            values = mean_loglik(model, tokenizer, problems[pid].prompt, [cands[i].code for i in idx])
+            if store:
+                store.append([ProblemScores(problem_id=pid, scores={cands[i].candidate_id: [v]
+                                                                     for i, v in zip(idx, values, strict=True)})])
+        for i, value in zip(idx, values, strict=True):
             out[i] = value
     return out
 

@@ -36,7 +36,7 @@ from service.encoding import STEP_SEPARATOR, TEMPLATE_ID, encode_steps
 from service.errors import InvalidInput
 from service.local_policy import cast_parameters
 from service.manifest import BaseModelSpec, HeadSpec, PRMManifest, checkpoint_sha256
-from service.model import CPU_PASS_TOKENS, Device, DType, PRMModel, PRMNetwork, _pick_device, _pick_dtype
+from service.model import CPU_PASS_TOKENS, Device, DType, PRMModel, PRMNetwork, _pick_device, pick_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def load_scorer(checkpoint: Path, *, device: Device = "auto", dtype: DType = "au
         torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     dev = _pick_device(device)
-    opts = _Options(dev, _pick_dtype(dtype, dev), trust_remote_code, step_separator)
+    opts = _Options(dev, pick_dtype(dtype, dev), trust_remote_code, step_separator)
     loader = {"token-classification": _token_classification, "qwen2.5-math-prm": _qwen_prm,
               "dreamprm-code-authors": _authors, "orm": _orm}[found.format]
     model = loader(found, opts)

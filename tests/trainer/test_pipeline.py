@@ -147,7 +147,7 @@ def test_export_round_trip_scores_equal_trainer_eval_mode(tmp_path: Path) -> Non
     assert got == pytest.approx(trained.tolist(), abs=1e-4)
 
 
-def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path) -> None:
+def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """LoRA on a raw base model: fit → correct (warm start from fit) → export; every checkpoint holds only
     the adapter (no backbone), the service loads it on the hash-checked base with the trainer's scores."""
     base = save_tiny_lm(tmp_path / "base", seed=5)
@@ -175,6 +175,17 @@ def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path) ->
                                                warm_start=True))
     report = evaluate_stage(work, EvaluateConfig(bootstrap=20, loglik_model=str(base)), policy_name="fake-policy")
     assert report["verify"][0]["reference"] == "loglik"  # the untrained base model's likelihood row
+    cached = sorted(p.name.split("-")[0] for p in (work / "evaluate" / "scores").iterdir())
+    assert cached == ["loglik", "prm_corrected", "prm_fit", "prm_uncorrected"]
+
+    def scored_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a resumed evaluation scored a problem again")
+
+    with monkeypatch.context() as patch:  # a rerun (as after a kill) reads every score from the cache
+        patch.setattr(PRMModel, "forward", scored_again)
+        patch.setattr("trainer.loglik.mean_loglik", scored_again)
+        again = evaluate_stage(work, EvaluateConfig(bootstrap=20, loglik_model=str(base)), policy_name="fake-policy")
+    assert again["verify"] == report["verify"]
     out = export_stage(work, ExportConfig(name="adapter-prm", scorer="prm_corrected"), tmp_path / "exported")
     assert {p.name for p in out.iterdir()} == {"prm.json", "adapter.safetensors", "head.safetensors", "MODEL_CARD.md",
                                                "best_of_n.png", "calibration.png"}
