@@ -400,7 +400,7 @@ def _pick_device(device: Device) -> torch.device:
 
 def pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
     """``dtype``, or for ``auto`` the fastest this device runs well (on a CPU without native bf16, bf16 matmuls
-    are emulated and several times slower than fp32: 16.3 vs 3.1 s for a 1,024-token SmolLM2 forward here)."""
+    are emulated and several times slower than fp32: ``benchmarks/results/dtype.json``)."""
     if dtype != "auto":
         return _DTYPES[dtype]
     if device.type == "cuda":

@@ -422,7 +422,8 @@ def zygote(sock_fd: int) -> NoReturn:
             else:
                 key = json.dumps([binds, request["root"]])
                 if key not in plans:
-                    plans.clear() if len(plans) > 8 else None
+                    if len(plans) >= 8:  # callers send one filesystem; never let the map grow
+                        plans.clear()
                     plans[key] = root_plan(binds, request["root"])
                 request["plan"], request["mounts"] = plans[key], run_mounts(request["filesystem"], request["root"])
         pid = os.fork()

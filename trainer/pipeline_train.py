@@ -23,10 +23,11 @@ from trainer.export import Weights, copy_adapter_checkpoint, export_checkpoint, 
 from trainer.fit import Example, batch_sampler, build_examples, fit, prepare_trainable
 from trainer.meta_correct import CorrectConfig, correct_labels, fit_plain, meta_loss
 from trainer.pipeline import describe, executed_candidates, final_labels, label_table, labels_store, run_problems
-from trainer.records import Candidate, ProblemScores, StepLabel
+from trainer.records import Candidate, StepLabel
 from trainer.report import write_report
 from trainer.resume import clear_state
-from trainer.runs import atomic_write_text, progress, stage, stage_seconds
+from trainer.runs import atomic_write_text, stage, stage_seconds
+from trainer.verify import per_problem, score_cache
 
 logger = logging.getLogger(__name__)
 
@@ -237,20 +238,16 @@ def _score_all(model: PRMModel, problems: dict[str, Any], cands: list[Candidate]
             too_long += 1
             continue
         by_problem.setdefault(c.problem_id, []).append((i, enc))
-    from trainer.verify import score_cache
-
     dtype = str(next(model.network.parameters()).dtype).removeprefix("torch.")
-    store = score_cache(cache, f"{name}-{model.revision}-{dtype}") if cache else None
-    done = {r.problem_id: r.scores for r in store.read()} if store else {}
-    for pid, members in progress(by_problem.items(), total=len(by_problem), desc=desc):  # one step per problem
-        if pid in done and all(cands[i].candidate_id in done[pid] for i, _ in members):
-            for i, _ in members:
-                out[i] = done[pid][cands[i].candidate_id]
-            continue
-        for (i, _), logits in zip(members, model.forward([enc for _, enc in members]), strict=True):
+
+    def compute(pid: str) -> list[list[float]]:
+        return model.forward([enc for _, enc in by_problem[pid]])
+
+    values = per_problem({pid: [cands[i].candidate_id for i, _ in members] for pid, members in by_problem.items()},
+                         compute, score_cache(cache, f"{name}-{model.revision}-{dtype}") if cache else None, desc)
+    for pid, members in by_problem.items():  # one forward call (and one cache record) per problem
+        for (i, _), logits in zip(members, values[pid], strict=True):
             out[i] = logits
-        if store:
-            store.append([ProblemScores(problem_id=pid, scores={cands[i].candidate_id: out[i] for i, _ in members})])
     if too_long:
         logger.warning("%d of %d candidates do not fit %d tokens: unscored, ranked last", too_long, len(cands),
                        model.max_tokens)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.aggregate import AGGREGATIONS, aggregate
 from trainer.ranking import Ranked, RankingReport, rank_report, report_markdown
 from trainer.records import Candidate, Problem, ProblemScores
-from trainer.runs import JsonlStore, atomic_write_text
+from trainer.runs import JsonlStore, atomic_write_text, progress
 
 if TYPE_CHECKING:
     from service.model import DType
@@ -54,6 +54,23 @@ def score_cache(folder: Path, name: str) -> JsonlStore[ProblemScores]:
     return JsonlStore(folder / f"{name}.jsonl", ProblemScores, key=lambda r: r.problem_id)
 
 
+def per_problem(groups: Mapping[str, Sequence[str]], compute: Callable[[str], list[list[float]]],
+                store: JsonlStore[ProblemScores] | None, desc: str) -> dict[str, list[list[float]]]:
+    """``compute(problem_id)`` -> one value list per candidate id of ``groups[problem_id]``, in that order, for
+    every problem; read from ``store`` where it holds all of a problem's candidates, else computed and appended
+    (so a killed evaluation resumes where it stopped)."""
+    done = {r.problem_id: r.scores for r in store.read()} if store else {}
+    out: dict[str, list[list[float]]] = {}
+    for pid, ids in progress(groups.items(), total=len(groups), desc=desc):
+        if pid in done and all(c in done[pid] for c in ids):
+            out[pid] = [done[pid][c] for c in ids]
+            continue
+        out[pid] = compute(pid)
+        if store:
+            store.append([ProblemScores(problem_id=pid, scores=dict(zip(ids, out[pid], strict=True)))])
+    return out
+
+
 def loglik_scores(source: str, problems: Mapping[str, Problem], cands: Sequence[Candidate], *,
                   dtype: DType = "auto", cache: Path | None = None) -> list[float]:
     """The base model's mean token log-likelihood of each candidate (``source``: ``smollm2`` or a path), in
@@ -68,21 +85,19 @@ def loglik_scores(source: str, problems: Mapping[str, Problem], cands: Sequence[
     torch_dtype = pick_dtype(dtype, torch.device("cpu"))
     model, tokenizer = load_causal_lm(smollm2_gguf() if source == "smollm2" else Path(source), dtype=torch_dtype)
     tag = f"loglik-{Path(source).name}-{str(torch_dtype).removeprefix('torch.')}"
-    store = score_cache(cache, tag) if cache else None
-    done = {r.problem_id: r.scores for r in store.read()} if store else {}
     by_problem: dict[str, list[int]] = {}
     for i, c in enumerate(cands):
         by_problem.setdefault(c.problem_id, []).append(i)
+
+    def compute(pid: str) -> list[list[float]]:
+        codes = [cands[i].code for i in by_problem[pid]]
+        return [[v] for v in mean_loglik(model, tokenizer, problems[pid].prompt, codes)]
+
+    values = per_problem({pid: [cands[i].candidate_id for i in idx] for pid, idx in by_problem.items()}, compute,
+                         score_cache(cache, tag) if cache else None, desc="evaluate loglik")
     out = [0.0] * len(cands)
     for pid, idx in by_problem.items():
-        if pid in done and all(cands[i].candidate_id in done[pid] for i in idx):
-            values = [done[pid][cands[i].candidate_id][0] for i in idx]
-        else:
-            values = mean_loglik(model, tokenizer, problems[pid].prompt, [cands[i].code for i in idx])
-            if store:
-                store.append([ProblemScores(problem_id=pid, scores={cands[i].candidate_id: [v]
-                                                                     for i, v in zip(idx, values, strict=True)})])
-        for i, value in zip(idx, values, strict=True):
+        for i, (value,) in zip(idx, values[pid], strict=True):
             out[i] = value
     return out
 
