@@ -2,7 +2,8 @@
 
 Requests wait at most ``max_wait_ms`` for company; a batch holds at most ``max_batch_size``
 items and ``max_batch_tokens`` padded tokens, sorted by length. A full queue raises
-``Overloaded``; a failed forward pass fails every request of its batch. No torch here.
+``Overloaded``; a failed forward pass fails every request of its batch. ``max_in_flight`` batches run at once
+(1 for a model in this process; more for a remote engine that batches them itself). No torch here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from service.encoding import Encoded
-from service.errors import ModelNotReady, Overloaded
+from service.errors import ModelNotReady, Overloaded, PRMError
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class _Job:
 class MicroBatcher:
     def __init__(self, forward: ForwardFn, *, max_batch_tokens: int, max_batch_size: int,
                  max_wait_ms: float, max_queue: int, metrics: Metrics | None = None,
-                 after_forward: Callable[[], object] | None = None) -> None:
+                 after_forward: Callable[[], object] | None = None, max_in_flight: int = 1) -> None:
         self._forward = forward
         self._after_forward = after_forward  # on the forward thread, after each pass (e.g. a HeapTrimmer)
         self.max_batch_tokens = max_batch_tokens
@@ -43,9 +44,11 @@ class MicroBatcher:
         self._metrics = metrics or Metrics()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._carry: _Job | None = None
-        self._batch: list[_Job] = []  # being collected or in the forward pass
+        self._batch: list[_Job] = []  # being collected
+        self._in_flight: dict[asyncio.Task[None], list[_Job]] = {}  # batches in their forward pass
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._pending = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prm-forward")
+        self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="prm-forward")
         self._task: asyncio.Task[None] | None = None
         self.avg_batch_seconds = 0.05
 
@@ -68,8 +71,12 @@ class MicroBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        _fail(self._batch + self._drain(), ModelNotReady("the scorer is shutting down"))
+        for task in list(self._in_flight):
+            task.cancel()
+        stopping = ModelNotReady("the scorer is shutting down")
+        _fail(self._batch + [j for jobs in self._in_flight.values() for j in jobs] + self._drain(), stopping)
         self._batch = []
+        self._in_flight.clear()
         # a forward pass still running finishes on its thread; the event loop does not wait for it
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -90,26 +97,47 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._collect()  # fills self._batch, which aclose() can still fail if cancelled
-            batch = self._batch
+            await self._slots.acquire()  # a free forward slot before collecting: the queue fills meanwhile
+            try:
+                await self._collect()  # fills self._batch, which aclose() can still fail if cancelled
+            except BaseException:
+                self._slots.release()
+                raise
+            batch, self._batch = self._batch, []
             self._pending -= len(batch)
             self._metrics.queue_depth.set(self._pending)
             live = sorted((j for j in batch if not j.future.done()), key=lambda j: j.item.n_tokens)
-            if live:
-                started = time.perf_counter()
-                try:
-                    results = await loop.run_in_executor(self._executor, self._run_forward, [j.item for j in live])
-                    if len(results) != len(live):
-                        raise RuntimeError(f"forward returned {len(results)} results for {len(live)} items")
-                except Exception as exc:  # fan the failure out to every waiting request
-                    logger.exception("forward pass failed for a batch of %d", len(live))
-                    _fail(live, exc)
-                else:
-                    self._record(live, time.perf_counter() - started)
-                    for job, logits in zip(live, results, strict=True):
-                        if not job.future.done():
-                            job.future.set_result(logits)
-            self._batch = []
+            if not live:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._forward_batch(live))
+            self._in_flight[task] = live
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self._slots.release()
+
+    async def _forward_batch(self, live: list[_Job]) -> None:
+        started = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_forward,
+                                                                       [j.item for j in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"forward returned {len(results)} results for {len(live)} items")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # fan the failure out to every waiting request
+            if isinstance(exc, PRMError):  # an engine that is down: said once per batch, no traceback
+                logger.warning("forward pass failed for a batch of %d: %s", len(live), exc.message)
+            else:
+                logger.exception("forward pass failed for a batch of %d", len(live))
+            _fail(live, exc)
+        else:
+            self._record(live, time.perf_counter() - started)
+            for job, logits in zip(live, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(logits)
 
     def _run_forward(self, items: list[Encoded]) -> list[list[float]]:
         try:

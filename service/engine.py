@@ -1,7 +1,8 @@
 """ScoringEngine: steps -> cache -> micro-batcher -> model -> aggregate (DESIGN §6).
 
 Depends on the ``ScoreModel`` protocol, not on torch: ``service.model`` is imported lazily by
-``ScoringEngine.start`` only. Forward passes run on the batcher's worker thread.
+``ScoringEngine.start`` only, for the torch engine; the vllm engine (``service.vllm_scorer``) sends the forward
+pass to a vLLM pooling server and never imports torch. Forward passes run on the batcher's worker threads.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from service.aggregate import Aggregation, aggregate, sigmoid
 from service.batcher import MicroBatcher
@@ -69,6 +70,25 @@ class OutcomeModel(Protocol):
     def encode_prefixes(self, problem: str, steps: Sequence[str], max_tokens: int | None = None) -> Encoded: ...
 
 
+@runtime_checkable
+class RemoteModel(Protocol):
+    """A model whose forward pass runs in another server (the vllm engine): the engine waits for it to connect,
+    watches its health for ``/ready``, and closes it."""
+
+    url: str
+    max_in_flight: int
+
+    def connect(self) -> None: ...  # raises ModelNotReady until the server serves the model
+
+    def check(self) -> str | None: ...  # why it cannot score now; None when it can
+
+    def close(self) -> None: ...
+
+
+HEALTH_EVERY_S = 5.0  # how often a remote engine's health is checked (for /ready)
+CONNECT_BACKOFF_S = (1.0, 30.0)  # first and longest wait between tries to reach a remote engine
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     split: SplitResult
@@ -86,42 +106,78 @@ class ScoringEngine:
         self.batcher = MicroBatcher(model.forward, max_batch_tokens=settings.max_batch_tokens,
                                     max_batch_size=settings.max_batch_size,
                                     max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
-                                    metrics=self.metrics, after_forward=HeapTrimmer(settings.heap_trim_s))
-        self.max_tokens = min(settings.max_tokens, model.manifest.max_tokens)
+                                    metrics=self.metrics, after_forward=HeapTrimmer(settings.heap_trim_s),
+                                    max_in_flight=getattr(model, "max_in_flight", 1))
         self.splitter = SplitPool(workers=settings.split_workers, offload_bytes=settings.split_offload_bytes)
         self.created = _created(settings.checkpoint)
         self._warm = False
+        self.problem: str | None = None  # why a remote engine cannot score now (its health check)
+        self._watch: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, metrics: Metrics | None = None) -> ScoringEngine:
-        """Load the checkpoint named by ``settings``, warm it up and start the batcher."""
-        from service.checkpoints.load import load_scorer  # the only torch import path of the service
-
+        """Load the checkpoint named by ``settings`` (torch engine), or reach the vLLM server that serves it
+        (vllm engine: waits until it answers); warm it up and start the batcher."""
         if settings.checkpoint is None:
             raise ModelNotReady("no checkpoint configured: set DREAMPRM_CHECKPOINT or pass --checkpoint")
-        model = await asyncio.to_thread(load_scorer, settings.checkpoint, device=settings.device,
-                                        dtype=settings.dtype, threads=settings.threads,
-                                        trust_remote_code=settings.trust_remote_code, base=settings.base_model,
-                                        step_separator=settings.step_separator)
+        model: ScoreModel
+        if settings.engine == "vllm":
+            from service.vllm_scorer import VLLMScorer
+
+            assert settings.engine_url is not None  # Settings requires it for the vllm engine
+            key = settings.engine_api_key
+            model = VLLMScorer(settings.checkpoint, url=settings.engine_url, served_model=settings.engine_model,
+                               api_key=key.get_secret_value() if key else None, timeout_s=settings.engine_timeout_s,
+                               in_flight=settings.engine_in_flight, step_separator=settings.step_separator)
+        else:
+            from service.checkpoints.load import load_scorer  # the only torch import path of the service
+
+            model = await asyncio.to_thread(load_scorer, settings.checkpoint, device=settings.device,
+                                            dtype=settings.dtype, threads=settings.threads,
+                                            trust_remote_code=settings.trust_remote_code, base=settings.base_model,
+                                            step_separator=settings.step_separator)
         engine = cls(model, settings, metrics=metrics)
         await engine.open()
         return engine
 
     async def open(self) -> None:
-        """Warm the model up with a real forward pass (on the worker thread) and start batching."""
+        """Warm the model up with a real forward pass (on the worker thread) and start batching; a remote
+        engine's health is watched from then on."""
         self.batcher.start()
         if not self._warm:
-            await self.batcher.submit(self.model.encode("warm-up", ["def main():\n    pass\n"]))
+            if isinstance(self.model, RemoteModel):
+                await _connect(self.model)  # retried until the engine answers, then a real forward pass
+            else:
+                await self.batcher.submit(self.model.encode("warm-up", ["def main():\n    pass\n"]))
             self._warm = True
+        if isinstance(self.model, RemoteModel) and self._watch is None:
+            self._watch = asyncio.create_task(self._watch_health(self.model), name="prm-engine-health")
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         await self.batcher.aclose()
         await self.cache.aclose()
         self.splitter.close()
+        if isinstance(self.model, RemoteModel):
+            self.model.close()
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens per item: the settings' limit, the checkpoint's, and a remote engine's context length."""
+        return min(self.settings.max_tokens, self.model.manifest.max_tokens)
 
     @property
     def ready(self) -> bool:
-        return self._warm and self.batcher.alive
+        return self._warm and self.batcher.alive and self.problem is None
+
+    async def _watch_health(self, model: RemoteModel) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_EVERY_S)
+            problem = await asyncio.to_thread(model.check)
+            if problem != self.problem:
+                (logger.warning if problem else logger.info)("scoring engine: %s", problem or "healthy again")
+            self.problem = problem
 
     # --- API --------------------------------------------------------------------------------
 
@@ -219,6 +275,21 @@ class ScoringEngine:
     @property
     def _outcome(self) -> bool:
         return isinstance(self.model, OutcomeModel) and self.model.outcome
+
+
+async def _connect(model: RemoteModel) -> None:
+    """Wait until the remote engine serves the model and scores (a vLLM server takes minutes to start), backing
+    off between tries."""
+    wait, longest = CONNECT_BACKOFF_S
+    while True:
+        try:
+            await asyncio.to_thread(model.connect)
+            await asyncio.to_thread(cast(ScoreModel, model).warm_up)
+            return
+        except ModelNotReady as exc:
+            logger.warning("waiting %.0f s for the scoring engine: %s", wait, exc.message)
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, longest)
 
 
 def _created(checkpoint: Path | None) -> int:

@@ -122,6 +122,13 @@ class ModelNotReady(PRMError):
     type = "model_not_ready"
 
 
+class EngineError(PRMError):
+    """The scoring engine (a vLLM server, ``DREAMPRM_ENGINE=vllm``) answered something we cannot use."""
+
+    status_code = 502
+    type = "engine_error"
+
+
 class PolicyError(PRMError):
     """The policy (generation) backend failed."""
 
@@ -140,7 +147,8 @@ ERROR_TYPES: dict[str, type[PRMError]] = {
     cls.type: cls
     for cls in (PRMError, InvalidInput, ValidationFailed, InvalidEncoding, InvalidJSON, JSONTooDeep,
                 NumberTooLarge, UnsupportedMediaType, MethodNotAllowed, RequestTimeout, NotFound, ModelNotFound,
-                InputTooLong, Unauthorized, Overloaded, ModelNotReady, PolicyError, PolicyTimeout)
+                InputTooLong, Unauthorized, Overloaded, ModelNotReady, EngineError, PolicyError,
+                PolicyTimeout)
 }
 
 

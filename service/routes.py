@@ -103,12 +103,13 @@ async def health(request: Request) -> HealthResponse:
 
 @router.get("/ready", responses={503: {"model": ReadyResponse}})
 async def ready(request: Request, response: Response) -> ReadyResponse:
-    """True once a real warm-up forward pass ran and while the batch worker is alive."""
+    """True once a real warm-up forward pass ran, while the batch worker is alive and (vllm engine) while the
+    engine's server answers its health check."""
     engine: ScoringEngine | None = request.app.state.engine
     sandbox = request.app.state.sandbox_isolation
     if engine is not None and engine.ready:
         return ReadyResponse(ready=True, model=engine.model.name, sandbox=sandbox)
-    detail = request.app.state.load_error or ("scoring worker stopped" if engine else "loading")
+    detail = request.app.state.load_error or ((engine.problem or "scoring worker stopped") if engine else "loading")
     response.status_code = 503
     return ReadyResponse(ready=False, detail=detail, sandbox=sandbox)
 

@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     trust_remote_code: bool = False
     step_separator: str | None = Field(default=None, description="TRL token-classification checkpoints: the text "
                                        "after each step (default: the checkpoint's prm_template.json, else '\\n')")
+    # where the forward pass runs (service.engine): here, or in a vLLM pooling server (service.vllm_scorer)
+    engine: Literal["torch", "vllm"] = Field(default="torch", description="torch: in this process; vllm: a vLLM "
+                                             "pooling server at engine_url serving the checkpoint (a "
+                                             "*ForTokenClassification directory) with the token_classify task")
+    engine_url: str | None = Field(default=None, description="the vLLM pooling server, e.g. http://prm-engine:8000")
+    engine_model: str | None = Field(default=None, description="its served model name (default: its first)")
+    engine_api_key: SecretStr | None = None
+    engine_timeout_s: float = Field(default=60.0, gt=0, description="per batch sent to the engine; past it, 503")
+    engine_in_flight: int = Field(default=4, ge=1, description="batches sent to the engine at once")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     # batching
@@ -99,7 +108,8 @@ class Settings(BaseSettings):
             return self.checkpoint
         return DEFAULT_CHECKPOINT if (DEFAULT_CHECKPOINT / "prm.json").is_file() else None
 
-    @field_validator("checkpoint", "base_model", "redis_url", "policy_url", "policy_model", "policy_api_key",
+    @field_validator("checkpoint", "base_model", "engine_url", "engine_model", "engine_api_key", "redis_url",
+                     "policy_url", "policy_model", "policy_api_key",
                      mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -116,4 +126,6 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.max_tokens > self.max_batch_tokens:
             raise ValueError("max_tokens must not exceed max_batch_tokens (one item must fit a batch)")
+        if self.engine == "vllm" and not self.engine_url:
+            raise ValueError("engine 'vllm' needs engine_url (DREAMPRM_ENGINE_URL), the vLLM pooling server")
         return self

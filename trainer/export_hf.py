@@ -58,7 +58,8 @@ def export_hf(model: PRMModel, out: Path, *, name: str | None = None, overwrite:
     net.config.architectures = [type(net).__name__]
     m = model.manifest
     sidecar = {"template": m.template, "step_separator": m.separator_token, "max_tokens": m.max_tokens,
-               "default_aggregation": m.default_aggregation, "name": name or m.name}
+               "default_aggregation": m.default_aggregation, "name": name or m.name,
+               "separator_id": model.separator_id}  # vLLM's step_tag_id (README "Scoring engines")
     with atomic_checkpoint_dir(out) as tmp:
         net.save_pretrained(tmp, safe_serialization=True)
         model.tokenizer.save_pretrained(tmp)

@@ -61,21 +61,21 @@ def detect_format(path: Path, *, base: Path | None = None) -> Detected:
         raise InvalidInput(f"checkpoint {path} is not a directory")
     if (path / MANIFEST).is_file():
         return Detected("dreamprm", path)
-    sidecar = _json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
+    sidecar = read_json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
     if (path / AUTHORS_FILE).is_file():
-        meta = _json(path / AUTHORS_FILE)
-        adapter = _json(path / ADAPTER_CONFIG) if (path / ADAPTER_CONFIG).is_file() else None
+        meta = read_json(path / AUTHORS_FILE)
+        adapter = read_json(path / ADAPTER_CONFIG) if (path / ADAPTER_CONFIG).is_file() else None
         if adapter is None:
             raise InvalidInput(f"{path} has {AUTHORS_FILE} but no {ADAPTER_CONFIG}: convert it again")
         where = _base_dir(path, adapter, base, meta.get("base_model"))
-        return Detected("dreamprm-code-authors", path, _json(where / CONFIG), adapter, where, {**meta, **sidecar})
+        return Detected("dreamprm-code-authors", path, read_json(where / CONFIG), adapter, where, {**meta, **sidecar})
     if (path / CONFIG).is_file():
-        config = _json(path / CONFIG)
+        config = read_json(path / CONFIG)
         return Detected(_model_format(path, config), path, config, None, None, sidecar)
     if (path / ADAPTER_CONFIG).is_file():  # a peft adapter on a token-classification base
-        adapter = _json(path / ADAPTER_CONFIG)
+        adapter = read_json(path / ADAPTER_CONFIG)
         where = _base_dir(path, adapter, base, None)
-        config = _json(where / CONFIG)
+        config = read_json(where / CONFIG)
         archs = [str(a) for a in config.get("architectures") or []]
         saved = [str(m) for m in adapter.get("modules_to_save") or []]
         if not (adapter.get("task_type") == "TOKEN_CLS" or any(a.endswith("ForTokenClassification") for a in archs)
@@ -93,7 +93,7 @@ def detect_format(path: Path, *, base: Path | None = None) -> Detected:
 
 def _model_format(path: Path, config: dict[str, Any]) -> Format:
     archs = [str(a) for a in config.get("architectures") or []]
-    labels = _num_labels(config)
+    labels = num_labels(config)
     if QWEN_PRM in archs:
         return "qwen2.5-math-prm"
     if any(a.endswith("ForTokenClassification") for a in archs):
@@ -110,7 +110,7 @@ def _model_format(path: Path, config: dict[str, Any]) -> Format:
                        f"({accepted_formats()})")
 
 
-def _num_labels(config: dict[str, Any]) -> int:
+def num_labels(config: dict[str, Any]) -> int:
     if "num_labels" in config:
         return int(config["num_labels"])
     return len(config.get("id2label") or {0: "LABEL_0", 1: "LABEL_1"})  # transformers' default: 2
@@ -130,7 +130,7 @@ def _base_dir(path: Path, adapter: dict[str, Any], base: Path | None, recorded: 
                        "directory (DREAMPRM_BASE_MODEL)")
 
 
-def _json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

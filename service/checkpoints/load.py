@@ -7,8 +7,6 @@ A model module: imports torch and transformers. Never unpickles and never runs a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,12 +28,11 @@ from transformers.utils import logging as hf_logging
 
 from service.checkpoints import templates as tpl
 from service.checkpoints.detect import Detected, detect_format
+from service.checkpoints.identity import foreign_manifest, revision, token_classification_template
 from service.checkpoints.lora import merge_lora
 from service.checkpoints.scorers import ForeignPRM, LogitHead, RowsPRM
-from service.encoding import STEP_SEPARATOR, TEMPLATE_ID, encode_steps
 from service.errors import InvalidInput
 from service.local_policy import cast_parameters
-from service.manifest import BaseModelSpec, HeadSpec, PRMManifest, checkpoint_sha256
 from service.model import CPU_PASS_TOKENS, Device, DType, PRMModel, PRMNetwork, _pick_device, pick_dtype
 
 logger = logging.getLogger(__name__)
@@ -104,21 +101,7 @@ def _token_classification(found: Detected, opts: _Options) -> PRMModel:
                                "task_type TOKEN_CLS or modules_to_save=['score'])")
         net = cast_parameters(net, opts.dtype)
     tokenizer = _tokenizer(found.path if (found.path / "tokenizer_config.json").is_file() else source, opts)
-    template = str(found.sidecar.get("template", "trl"))
-    if template == TEMPLATE_ID:  # our export: our template and separator token
-        separator = str(found.sidecar.get("step_separator", STEP_SEPARATOR))
-
-        def encoder(problem: str, steps: Sequence[str], limit: int) -> Any:
-            return encode_steps(tokenizer, problem, steps, limit, separator=separator)
-        template_id = TEMPLATE_ID
-    elif template == "trl":
-        separator = opts.step_separator or str(found.sidecar.get("step_separator", "\n"))
-
-        def encoder(problem: str, steps: Sequence[str], limit: int) -> Any:
-            return tpl.encode_trl(tokenizer, problem, steps, limit, separator=separator)
-        template_id = tpl.TRL_TEMPLATE
-    else:
-        raise InvalidInput(f"{found.path}: prm_template.json names template {template!r}; known: trl, {TEMPLATE_ID}")
+    template_id, separator, encoder = token_classification_template(found, tokenizer, opts.step_separator)
     head = LogitHead(getattr(net, head_name)).float()
     return _foreign(ForeignPRM, found, net.base_model, head, tokenizer, opts, template=template_id, encoder=encoder,
                     options={"template": template_id, "separator": separator})
@@ -217,27 +200,12 @@ def _orm(found: Detected, opts: _Options) -> PRMModel:
 def _foreign(cls: type[ForeignPRM], found: Detected, backbone: Any, head: torch.nn.Module, tokenizer: Any,
              opts: _Options, *, template: str, encoder: Any, options: dict[str, Any], aggregation: str = "min",
              **kwargs: Any) -> ForeignPRM:
-    config = backbone.config
-    hidden = int(config.hidden_size)
-    positions = int(getattr(config, "max_position_embeddings", 0) or 32768)
-    base_id = str(found.base) if found.base is not None else str(getattr(config, "_name_or_path", "") or "")
-    manifest = PRMManifest(name=found.path.name, base_model=BaseModelSpec(id=base_id or found.path.name),
-        head=HeadSpec(in_features=hidden), dtype=str(opts.dtype).removeprefix("torch."),
-        default_aggregation=aggregation, max_tokens=min(positions, 32768),  # type: ignore[arg-type]
-        training={"format": found.format})
+    manifest = foreign_manifest(found, backbone.config.to_dict(), dtype=str(opts.dtype).removeprefix("torch."),
+                                aggregation=aggregation)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     # PRMNetwork types its head as our Linear(hidden, 1); any module mapping (..., H) to (..., 1) serves
     return cls(PRMNetwork(backbone, cast(torch.nn.Linear, head)), tokenizer, manifest, fmt=found.format,
-               template=template, encoder=encoder, revision=_revision(found, options), pad_id=int(pad or 0), **kwargs)
-
-
-def _revision(found: Detected, options: dict[str, Any]) -> str:
-    """The cache's model identity: the checkpoint's files, its base's, and the options that change the input."""
-    digest = hashlib.sha256(checkpoint_sha256(found.path).encode())
-    if found.base is not None:
-        digest.update(checkpoint_sha256(found.base).encode())
-    digest.update(json.dumps(options, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
+               template=template, encoder=encoder, revision=revision(found, options), pad_id=int(pad or 0), **kwargs)
 
 
 def _tokenizer(source: Path, opts: _Options) -> Any:

@@ -6,17 +6,16 @@ A model module: imports torch. Only the input template and the head differ from 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
 
+from service.checkpoints.identity import Encoder
 from service.checkpoints.templates import RowsEncoded
 from service.encoding import Encoded
 from service.manifest import PRMManifest
 from service.model import PRMModel, PRMNetwork
-
-Encoder = Callable[[str, Sequence[str], int], Encoded]  # (problem, steps, token limit) -> model input
 
 
 class LogitHead(torch.nn.Module):

