@@ -120,7 +120,25 @@ def b6() -> Row | None:
             f"{s['scorer/float32']['fraction_of_square_matmul']:.0%} (fp32) of it", "—")
 
 
-BENCHMARKS: tuple[Callable[[], Row | list[Row] | None], ...] = (b1, b2, b3, b4, b5, b6)
+def b8() -> Row | None:
+    r = _load("engine_float32.json")
+    if r is None:
+        return None
+    res, ratios = r["results"], r["ratios"]["batch"]
+
+    def tps(name: str) -> str:
+        return f"{res[name]['tokens_per_s']:,.0f}"
+    measured = (f"{r['items']} LeetCode items, {r['dtype']}, one batch request, items' tok/s: ours on vLLM "
+                f"{tps('ours/vllm/batch')} = {ratios['ours_vllm_over_vllm_step']:.2f}× vLLM STEP pooling "
+                f"({tps('vllm/step/batch')}) and {ratios['ours_vllm_over_ours_torch']:.2f}× ours on torch "
+                f"({tps('ours/torch/batch')}; torch engine = {ratios['ours_torch_over_vllm_step']:.2f}× vLLM); "
+                f"vLLM per-prefix + prefix cache {tps('vllm/prefix/batch')}")
+    ok = ratios["ours_vllm_over_vllm_step"] >= 0.9 and ratios["ours_vllm_over_ours_torch"] >= 1.4
+    return ("B8 `/v1/score` on the vLLM engine (issue 18)", "≥ 0.9× vLLM STEP pooling and ≥ 1.4× the torch engine",
+            measured, _yes(ok))
+
+
+BENCHMARKS: tuple[Callable[[], Row | list[Row] | None], ...] = (b1, b2, b3, b4, b5, b6, b8)
 
 
 def render() -> str:

@@ -76,6 +76,10 @@ def serve(checkpoint: CheckpointOpt = None,
              "checkpoints/dreamprm-code-smollm2, is only found in a checkout of the repository)")
     try:  # fail before binding the port, not in the background
         found = detect_format(settings.checkpoint, base=settings.base_model)
+        if settings.engine == "vllm":
+            from service.vllm_scorer import servable
+
+            servable(settings.checkpoint)
         manifest = read_manifest(settings.checkpoint) if found.format == "dreamprm" else None
         if manifest is not None and manifest.weights == "adapter":
             from service.model import resolve_base

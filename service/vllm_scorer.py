@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from tokenizers import Tokenizer
 
-from service.checkpoints.detect import detect_format, num_labels, read_json
+from service.checkpoints.detect import Detected, detect_format, num_labels, read_json
 from service.checkpoints.identity import foreign_manifest, revision, token_classification_template
 from service.encoding import Encoded
 from service.errors import EngineError, InvalidInput, ModelNotReady
@@ -57,6 +57,20 @@ class FileTokenizer:
         return str(self._tok.decode(ids, skip_special_tokens=False))
 
 
+def servable(checkpoint: Path) -> Detected:
+    """``checkpoint`` when the vllm engine can serve it: a ``*ForTokenClassification`` directory.
+
+    Raises:
+        InvalidInput: another format (the message says how to export one).
+    """
+    found = detect_format(checkpoint)
+    if found.format != "token-classification" or found.adapter is not None:
+        raise InvalidInput(f"the vllm engine serves a *ForTokenClassification directory; {checkpoint} is a "
+                           f"{found.format} checkpoint{' adapter' if found.adapter else ''}: write one with "
+                           "`python -m trainer export CHECKPOINT OUT --format hf` and serve OUT on both sides")
+    return found
+
+
 class VLLMScorer:
     """``ScoreModel`` on a vLLM pooling server at ``url`` (``ScoringEngine`` batches for it; ``max_in_flight``
     batches go to the server at once, its continuous batching does the rest)."""
@@ -67,11 +81,7 @@ class VLLMScorer:
                  timeout_s: float = 60.0, in_flight: int = 4, step_separator: str | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         """``transport``: tests talk to a fake server through it."""
-        found = detect_format(checkpoint)
-        if found.format != "token-classification" or found.adapter is not None:
-            raise InvalidInput(f"the vllm engine serves a *ForTokenClassification directory; {checkpoint} is a "
-                               f"{found.format} checkpoint{' adapter' if found.adapter else ''}: write one with "
-                               "`python -m trainer export CHECKPOINT OUT --format hf` and serve OUT on both sides")
+        found = servable(checkpoint)
         self.tokenizer = FileTokenizer(checkpoint)
         self.template, separator, self._encoder = token_classification_template(found, self.tokenizer,
                                                                                 step_separator)

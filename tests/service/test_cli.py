@@ -57,6 +57,12 @@ def test_serve_without_checkpoint_explains(tmp_path: Path, monkeypatch: pytest.M
     assert out.exit_code == 2 and "not a checkpoint of a format we accept" in out.output and "prm.json" in out.output
 
 
+def test_serve_on_the_vllm_engine_refuses_our_own_format(tiny_checkpoint: Path) -> None:
+    env = {"DREAMPRM_ENGINE": "vllm", "DREAMPRM_ENGINE_URL": "http://127.0.0.1:9"}
+    out = RUNNER.invoke(app, ["serve", "--checkpoint", str(tiny_checkpoint)], env=env)
+    assert out.exit_code == 2 and "--format hf" in out.output  # before binding the port, not in /health later
+
+
 # --- every user error is one line on stderr and exit 2 (through main, as the `dreamprm` command runs) ---
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
