@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -98,3 +99,12 @@ def vllm_server(model: Path, name: str, log: Path, *args: str, dtype: str = "bfl
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
+
+
+def wait_ready(client: Any, timeout_s: float = 120) -> None:
+    """Poll a TestClient's ``/ready`` until 200; fail with its last answer when time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while (r := client.get("/ready")).status_code != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not ready in {timeout_s:.0f} s: {r.text}")
+        time.sleep(0.05)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -26,6 +27,7 @@ from service.engine import ScoringEngine
 from service.errors import EngineError, InvalidInput, ModelNotReady
 from service.settings import Settings
 from service.vllm_scorer import FileTokenizer, VLLMScorer
+from tests.live import wait_ready
 from tests.service.checkpoints.test_formats import CODES, PROBLEM
 from trainer.__main__ import app as trainer_cli
 
@@ -115,8 +117,7 @@ def test_score_endpoint_truncates_like_the_torch_engine(exported: Path, served: 
     assert got["truncated"] and got["n_tokens"] <= 2048
     settings = Settings(checkpoint=exported, split_workers=0, dtype="float32")
     with TestClient(create_app(settings)) as local:
-        while local.get("/ready").status_code != 200:
-            pass
+        wait_ready(local)
         want = local.post("/v1/score", json={"problem": long_problem, "code": CODES[0]}).json()
     assert got["n_tokens"] == want["n_tokens"] and got["model"] == want["model"]
     assert [s["score"] for s in got["steps"]] == pytest.approx([s["score"] for s in want["steps"]], abs=1e-5)
@@ -139,15 +140,17 @@ def test_engine_down_gives_503_with_retry_after_and_ready_follows(served: TestCl
     fake.up = False
     r = served.post("/v1/score", json={"problem": PROBLEM, "code": CODES[1]})
     assert r.status_code == 503 and r.headers["retry-after"] and "unreachable" in r.json()["error"]["message"]
-    for _ in range(200):  # the health check runs every 50 ms here
+    for _ in range(500):  # the health check runs every 50 ms here
         ready = served.get("/ready")
         if ready.status_code == 503:
             break
+        time.sleep(0.01)
     assert ready.status_code == 503 and "unreachable" in ready.json()["detail"]
     fake.up = True
-    for _ in range(200):
+    for _ in range(500):
         if served.get("/ready").status_code == 200:
             break
+        time.sleep(0.01)
     assert served.post("/v1/score", json={"problem": PROBLEM, "code": CODES[1]}).status_code == 200
 
 

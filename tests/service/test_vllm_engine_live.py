@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from service.app import create_app
 from service.checkpoints.load import load_scorer
 from service.settings import DEFAULT_CHECKPOINT, Settings
-from tests.live import need_vllm, vllm_server
+from tests.live import need_vllm, vllm_server, wait_ready
 from trainer.__main__ import app as trainer_cli
 
 pytestmark = pytest.mark.vllm
@@ -54,8 +54,7 @@ def torch_scores(exported: Path) -> list[dict[str, Any]]:
 
 def score_all(settings: Settings) -> list[dict[str, Any]]:
     with TestClient(create_app(settings)) as client:
-        while client.get("/ready").status_code != 200:
-            pass
+        wait_ready(client)
         r = client.post("/v1/score", json={"items": ITEMS})
     assert r.status_code == 200, r.text
     return list(r.json()["items"])
