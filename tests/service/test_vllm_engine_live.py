@@ -52,10 +52,10 @@ def torch_scores(exported: Path) -> list[dict[str, Any]]:
     return score_all(settings)
 
 
-def score_all(settings: Settings) -> list[dict[str, Any]]:
+def score_all(settings: Settings, items: list[dict[str, str]] = ITEMS) -> list[dict[str, Any]]:
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
-        r = client.post("/v1/score", json={"items": ITEMS})
+        r = client.post("/v1/score", json={"items": items})
     assert r.status_code == 200, r.text
     return list(r.json()["items"])
 
@@ -74,14 +74,16 @@ def engine_url(request: pytest.FixtureRequest, exported: Path,
 def test_vllm_engine_scores_equal_the_torch_engine(engine_url: tuple[str, str], exported: Path,
                                                    torch_scores: list[dict[str, Any]]) -> None:
     dtype, url = engine_url
-    # bf16 without native bf16 matmuls (this CPU) is several times slower than fp32: a long engine timeout
+    # bf16 without native bf16 matmuls (this CPU) is several times slower than fp32: the short items only, and a
+    # long engine timeout; fp32 also scores the one that is truncated
+    items = ITEMS if dtype == "float32" else ITEMS[:3]
     got = score_all(Settings(checkpoint=exported, engine="vllm", engine_url=url, engine_timeout_s=600,
-                             split_workers=0))
+                             split_workers=0), items)
     tolerance = 1e-4 if dtype == "float32" else 1e-2
-    for mine, theirs in zip(got, torch_scores, strict=True):
+    for mine, theirs in zip(got, torch_scores[: len(items)], strict=True):
         assert (mine["n_tokens"], mine["truncated"], mine["model"]) == \
             (theirs["n_tokens"], theirs["truncated"], theirs["model"])
         assert [s["score"] for s in mine["steps"]] == pytest.approx([s["score"] for s in theirs["steps"]],
                                                                     abs=tolerance)
         assert mine["score"] == pytest.approx(theirs["score"], abs=tolerance)
-    assert any(item["truncated"] for item in got)
+    assert any(item["truncated"] for item in got) == (dtype == "float32")
