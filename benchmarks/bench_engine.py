@@ -42,7 +42,7 @@ import httpx
 from benchmarks.bench_concurrency import pick_items
 from benchmarks.common import RESULTS, machine_info, now_iso, table, write_json
 from service.settings import DEFAULT_CHECKPOINT
-from service.vllm_scorer import VLLMScorer
+from service.vllm_scorer import VLLMScorer, pooled_rows
 from tests.live import live_server, vllm_server
 
 CLIENTS = 8
@@ -58,13 +58,12 @@ def export(out: Path) -> Path:
     return out
 
 
-def fan_out(items: list[Any], one: Callable[[Any], list[list[float]]], mode: str,
-            many: Callable[[list[Any]], list[list[float]]]) -> list[list[float]]:
-    """``many(items)`` in one request (mode ``batch``), or ``one(item)`` from ``CLIENTS`` threads (``c8``)."""
+def fan_out(items: list[Any], many: Callable[[list[Any]], list[list[float]]], mode: str) -> list[list[float]]:
+    """``many(items)`` in one request (mode ``batch``), or ``many([item])`` from ``CLIENTS`` threads (``c8``)."""
     if mode == "batch":
         return many(items)
     with cf.ThreadPoolExecutor(CLIENTS) as pool:
-        return [r[0] for r in pool.map(lambda it: one([it]), items)]
+        return [r[0] for r in pool.map(lambda it: many([it]), items)]
 
 
 def ours(url: str, client: httpx.Client) -> Way:
@@ -72,7 +71,7 @@ def ours(url: str, client: httpx.Client) -> Way:
         r = client.post(f"{url}/v1/score", json={"items": items}, timeout=600)
         r.raise_for_status()
         return [[s["score"] for s in it["steps"]] for it in r.json()["items"]]
-    return lambda items, mode: fan_out(items, many, mode, many)
+    return lambda items, mode: fan_out(items, many, mode)
 
 
 def raw_step(url: str, client: httpx.Client, scorer: VLLMScorer) -> Way:
@@ -81,11 +80,11 @@ def raw_step(url: str, client: httpx.Client, scorer: VLLMScorer) -> Way:
         r = client.post(f"{url}/pooling", json={"model": "prm", "input": [e.input_ids for e in encs],
                                                  "task": "token_classify", "use_activation": False}, timeout=600)
         r.raise_for_status()
-        data = sorted(r.json()["data"], key=lambda d: d["index"])
-        return [[_sigmoid(x) for x in scorer._step_logits(e, d["data"])] for e, d in zip(encs, data, strict=True)]
+        rows = pooled_rows(r.json(), len(encs))
+        return [[_sigmoid(x) for x in scorer.step_logits(e, item)] for e, item in zip(encs, rows, strict=True)]
 
     def way(items: list[dict[str, Any]], mode: str) -> list[list[float]]:
-        return fan_out([encode(scorer, it) for it in items], many, mode, many)
+        return fan_out([encode(scorer, it) for it in items], many, mode)
     return way
 
 
@@ -96,7 +95,7 @@ def raw_prefix(url: str, client: httpx.Client, scorer: VLLMScorer) -> Way:
         r = client.post(f"{url}/pooling", json={"model": "prm", "input": seqs, "task": "classify",
                                                  "use_activation": False}, timeout=600)
         r.raise_for_status()
-        rows = [d["data"] for d in sorted(r.json()["data"], key=lambda d: d["index"])]
+        rows = [d["data"] for d in sorted(r.json()["data"], key=lambda d: d["index"])]  # classify: [l0, l1] each
         out, k = [], 0
         for e in encs:
             out.append([_sigmoid(rows[k + j][1] - rows[k + j][0]) for j in range(len(e.step_end_positions))])
@@ -104,7 +103,7 @@ def raw_prefix(url: str, client: httpx.Client, scorer: VLLMScorer) -> Way:
         return out
 
     def way(items: list[dict[str, Any]], mode: str) -> list[list[float]]:
-        return fan_out([encode(scorer, it) for it in items], many, mode, many)
+        return fan_out([encode(scorer, it) for it in items], many, mode)
     return way
 
 
@@ -130,7 +129,7 @@ def main() -> None:
     step_pooler = f'{{"task": "token_classify", "tok_pooling_type": "STEP", "step_tag_id": {sep}}}'
     omp = {"OMP_NUM_THREADS": str(args.threads)}
     iomp = Path(".venv-vllm/lib/libiomp5.so").resolve()
-    if iomp.is_file():  # vLLM's CPU guide: Intel OpenMP preloaded (+11 % here: 293 vs 264 tok/s, 16 items, fp32)
+    if iomp.is_file():  # vLLM's CPU guide: Intel OpenMP preloaded
         omp["LD_PRELOAD"] = str(iomp)
     service_env = {"DREAMPRM_CACHE_SIZE": "0", "DREAMPRM_DTYPE": args.dtype, "DREAMPRM_THREADS": str(args.threads),
                    "DREAMPRM_SPLIT_WORKERS": "0"}

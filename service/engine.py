@@ -126,9 +126,12 @@ class ScoringEngine:
 
             assert settings.engine_url is not None  # Settings requires it for the vllm engine
             key = settings.engine_api_key
-            model = VLLMScorer(settings.checkpoint, url=settings.engine_url, served_model=settings.engine_model,
-                               api_key=key.get_secret_value() if key else None, timeout_s=settings.engine_timeout_s,
-                               in_flight=settings.engine_in_flight, step_separator=settings.step_separator)
+            # off the event loop: the revision hashes the checkpoint's files (gigabytes for a large PRM)
+            model = await asyncio.to_thread(VLLMScorer, settings.checkpoint, url=settings.engine_url,
+                                            served_model=settings.engine_model,
+                                            api_key=key.get_secret_value() if key else None,
+                                            timeout_s=settings.engine_timeout_s, in_flight=settings.engine_in_flight,
+                                            step_separator=settings.step_separator)
         else:
             from service.checkpoints.load import load_scorer  # the only torch import path of the service
 

@@ -154,19 +154,18 @@ class VLLMScorer:
             return []
         body = self._call("POST", "/pooling", {"model": self.served_model, "input": [e.input_ids for e in batch],
                                                "task": "token_classify", "use_activation": False})
-        data = sorted(body.get("data") or [], key=lambda d: int(d.get("index", 0)))
-        if len(data) != len(batch):
-            raise EngineError(f"the scoring engine returned {len(data)} results for {len(batch)} inputs")
-        return [self._step_logits(enc, d.get("data")) for enc, d in zip(batch, data, strict=True)]
+        return [self.step_logits(enc, rows) for enc, rows in zip(batch, pooled_rows(body, len(batch)), strict=True)]
 
     def warm_up(self) -> None:
         self.forward([self.encode("Print the sum of two integers.", ["def main():\n    pass\n"])])
 
-    # --- helpers ------------------------------------------------------------------------------
+    def step_logits(self, enc: Encoded, rows: list[list[float]]) -> list[float]:
+        """The pooled rows of one item (one per token, or one per separator token) read at its steps' positions.
 
-    def _step_logits(self, enc: Encoded, rows: Any) -> list[float]:
-        """The rows of one item (one per token, or one per separator token) read at its steps' positions."""
-        if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == self.n_labels for r in rows):
+        Raises:
+            EngineError: rows of another width or count than the task and pooling we serve with give.
+        """
+        if not all(len(r) == self.n_labels for r in rows):
             raise EngineError(f"the scoring engine returned no {self.n_labels}-label rows: is it serving the "
                               "token_classify task?")
         if len(rows) == enc.n_tokens:  # ALL pooling
@@ -180,8 +179,10 @@ class VLLMScorer:
             row_of = {p: k for k, p in enumerate(at)}
             picked = [rows[row_of[p]] for p in enc.step_end_positions]
         if self.n_labels == 2:
-            return [float(r[1]) - float(r[0]) for r in picked]
-        return [float(r[0]) for r in picked]
+            return [r[1] - r[0] for r in picked]
+        return [r[0] for r in picked]
+
+    # --- helpers ------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
@@ -205,3 +206,25 @@ class VLLMScorer:
         if not isinstance(value, dict):
             raise EngineError("the scoring engine answered JSON that is not an object")
         return value
+
+
+def pooled_rows(body: dict[str, Any], n: int) -> list[list[list[float]]]:
+    """The rows of each of the ``n`` inputs of a ``/pooling`` answer (``data[i].data``), in input order.
+
+    Raises:
+        EngineError: not ``n`` results, or a result that is not a list of rows of numbers.
+    """
+    data = body.get("data")
+    if not isinstance(data, list) or len(data) != n:
+        raise EngineError(f"the scoring engine returned {len(data) if isinstance(data, list) else 'no'} results "
+                          f"for {n} inputs")
+    out: list[list[list[float]] | None] = [None] * n
+    for k, d in enumerate(data):
+        index = d.get("index", k) if isinstance(d, dict) else None
+        rows = d.get("data") if isinstance(d, dict) else None
+        if not (isinstance(index, int) and 0 <= index < n and out[index] is None and isinstance(rows, list)
+                and all(isinstance(r, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                    for x in r) for r in rows)):
+            raise EngineError(f"the scoring engine's result {k} is not an indexed list of rows of numbers")
+        out[index] = [[float(x) for x in r] for r in rows]
+    return [rows for rows in out if rows is not None]

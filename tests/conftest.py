@@ -52,3 +52,16 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny import save_tiny_prm
 
     return save_tiny_prm(tmp_path_factory.mktemp("ckpt") / "tiny-prm")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint written by ``python -m trainer export … --format hf`` (a token classifier)."""
+    from typer.testing import CliRunner
+
+    from trainer.__main__ import app as trainer_cli
+
+    out = tmp_path_factory.mktemp("hf") / "tiny-prm-hf"
+    result = CliRunner().invoke(trainer_cli, ["export", str(tiny_checkpoint), str(out), "--format", "hf"])
+    assert result.exit_code == 0, result.output
+    return out

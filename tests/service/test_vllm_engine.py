@@ -18,7 +18,6 @@ import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from service import engine as engine_module
 from service.app import create_app
@@ -29,17 +28,8 @@ from service.settings import Settings
 from service.vllm_scorer import FileTokenizer, VLLMScorer
 from tests.live import wait_ready
 from tests.service.checkpoints.test_formats import CODES, PROBLEM
-from trainer.__main__ import app as trainer_cli
 
 URL = "http://vllm.test"
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("hf") / "tiny-prm-hf"
-    result = CliRunner().invoke(trainer_cli, ["export", str(tiny_checkpoint), str(out), "--format", "hf"])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 class FakeVLLM:
@@ -79,23 +69,23 @@ def scorer(path: Path, fake: FakeVLLM, **kw: Any) -> VLLMScorer:
 
 
 @pytest.fixture
-def fake(exported: Path) -> FakeVLLM:
-    return FakeVLLM(exported)
+def fake(tiny_hf_export: Path) -> FakeVLLM:
+    return FakeVLLM(tiny_hf_export)
 
 
 @pytest.fixture
-def served(exported: Path, fake: FakeVLLM, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+def served(tiny_hf_export: Path, fake: FakeVLLM, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setattr(engine_module, "HEALTH_EVERY_S", 0.05)
-    settings = Settings(checkpoint=exported, engine="vllm", engine_url=URL, split_workers=0)
-    engine = ScoringEngine(scorer(exported, fake), settings)
+    settings = Settings(checkpoint=tiny_hf_export, engine="vllm", engine_url=URL, split_workers=0)
+    engine = ScoringEngine(scorer(tiny_hf_export, fake), settings)
     with TestClient(create_app(settings, engine=engine)) as client:
         yield client
 
 
 @pytest.mark.parametrize("pooling", ["STEP", "ALL"])
-def test_same_scores_as_the_torch_engine(exported: Path, pooling: str) -> None:
-    fake = FakeVLLM(exported, pooling=pooling)
-    remote = scorer(exported, fake)
+def test_same_scores_as_the_torch_engine(tiny_hf_export: Path, pooling: str) -> None:
+    fake = FakeVLLM(tiny_hf_export, pooling=pooling)
+    remote = scorer(tiny_hf_export, fake)
     remote.connect()
     problem = PROBLEM + " <|step|> (a separator in the statement is one more pooled row)"
     batch = [remote.encode(problem, ["def main():\n    pass\n", "def f(x):\n    return x\n"]),
@@ -110,12 +100,12 @@ def test_same_scores_as_the_torch_engine(exported: Path, pooling: str) -> None:
     assert len(fake.requests) == 1 and len(fake.requests[0]["input"]) == 2  # one request per batch
 
 
-def test_score_endpoint_truncates_like_the_torch_engine(exported: Path, served: TestClient,
+def test_score_endpoint_truncates_like_the_torch_engine(tiny_hf_export: Path, served: TestClient,
                                                         fake: FakeVLLM) -> None:
     long_problem = "Sum two numbers. " * 400
     got = served.post("/v1/score", json={"problem": long_problem, "code": CODES[0]}).json()
     assert got["truncated"] and got["n_tokens"] <= 2048
-    settings = Settings(checkpoint=exported, split_workers=0, dtype="float32")
+    settings = Settings(checkpoint=tiny_hf_export, split_workers=0, dtype="float32")
     with TestClient(create_app(settings)) as local:
         wait_ready(local)
         want = local.post("/v1/score", json={"problem": long_problem, "code": CODES[0]}).json()
@@ -123,16 +113,16 @@ def test_score_endpoint_truncates_like_the_torch_engine(exported: Path, served: 
     assert [s["score"] for s in got["steps"]] == pytest.approx([s["score"] for s in want["steps"]], abs=1e-5)
 
 
-def test_the_servers_context_length_caps_max_tokens(exported: Path) -> None:
-    remote = scorer(exported, FakeVLLM(exported, max_model_len=256))
+def test_the_servers_context_length_caps_max_tokens(tiny_hf_export: Path) -> None:
+    remote = scorer(tiny_hf_export, FakeVLLM(tiny_hf_export, max_model_len=256))
     remote.connect()
     assert remote.max_tokens == 256 and remote.manifest.max_tokens == 256
     assert remote.encode("x " * 1000, ["def main():\n    pass\n"]).n_tokens <= 256
 
 
-def test_unknown_served_model_is_not_ready(exported: Path, fake: FakeVLLM) -> None:
+def test_unknown_served_model_is_not_ready(tiny_hf_export: Path, fake: FakeVLLM) -> None:
     with pytest.raises(ModelNotReady, match="not 'other'"):
-        scorer(exported, fake, served_model="other").connect()
+        scorer(tiny_hf_export, fake, served_model="other").connect()
 
 
 def test_engine_down_gives_503_with_retry_after_and_ready_follows(served: TestClient, fake: FakeVLLM) -> None:
@@ -154,12 +144,12 @@ def test_engine_down_gives_503_with_retry_after_and_ready_follows(served: TestCl
     assert served.post("/v1/score", json={"problem": PROBLEM, "code": CODES[1]}).status_code == 200
 
 
-def test_slow_engine_times_out_as_503_not_a_hang(exported: Path, fake: FakeVLLM) -> None:
+def test_slow_engine_times_out_as_503_not_a_hang(tiny_hf_export: Path, fake: FakeVLLM) -> None:
     def slow(body: dict[str, Any]) -> httpx.Response:
         raise httpx.ReadTimeout("timed out")
     fake.reply = slow
     with pytest.raises(ModelNotReady, match="did not answer in time") as info:
-        scorer(exported, fake).forward([fake.torch.encode(PROBLEM, [CODES[1]])])
+        scorer(tiny_hf_export, fake).forward([fake.torch.encode(PROBLEM, [CODES[1]])])
     assert info.value.retry_after
 
 
@@ -169,12 +159,15 @@ def test_slow_engine_times_out_as_503_not_a_hang(exported: Path, fake: FakeVLLM)
     (httpx.Response(200, json={"data": []}), "0 results for 1"),
     (httpx.Response(200, json={"data": [{"index": 0, "data": [[1.0, 2.0, 3.0]]}]}), "2-label rows"),
     (httpx.Response(200, json={"data": [{"index": 0, "data": [[0.0, 1.0]] * 3}]}), "step_tag_id"),
+    (httpx.Response(200, json={"data": [{"index": 0, "data": [["0", "1"]]}]}), "rows of numbers"),
+    (httpx.Response(200, json={"data": ["rows"]}), "rows of numbers"),
+    (httpx.Response(200, json={"data": [{"index": 3, "data": [[0.0, 1.0]]}]}), "rows of numbers"),
 ])
-def test_nonsense_from_the_engine_is_an_engine_error(exported: Path, fake: FakeVLLM, response: httpx.Response,
+def test_nonsense_from_the_engine_is_an_engine_error(tiny_hf_export: Path, fake: FakeVLLM, response: httpx.Response,
                                                      message: str) -> None:
     fake.reply = lambda body: response
     with pytest.raises(EngineError, match=message):
-        scorer(exported, fake).forward([fake.torch.encode(PROBLEM, [CODES[1]])])
+        scorer(tiny_hf_export, fake).forward([fake.torch.encode(PROBLEM, [CODES[1]])])
 
 
 def test_an_engine_error_is_a_502(served: TestClient, fake: FakeVLLM) -> None:
@@ -193,10 +186,10 @@ def test_settings_need_the_engine_url() -> None:
         Settings(engine="vllm")
 
 
-def test_file_tokenizer_matches_transformers(exported: Path) -> None:
+def test_file_tokenizer_matches_transformers(tiny_hf_export: Path) -> None:
     from transformers import AutoTokenizer
 
-    ours, theirs = FileTokenizer(exported), AutoTokenizer.from_pretrained(exported)
+    ours, theirs = FileTokenizer(tiny_hf_export), AutoTokenizer.from_pretrained(tiny_hf_export)
     for text in [PROBLEM, *CODES, "a <|step|> b\n\n\tc", "ünïcödé ✓"]:
         assert ours.encode(text) == theirs.encode(text, add_special_tokens=False)
     assert ours.convert_tokens_to_ids("<|step|>") == theirs.convert_tokens_to_ids("<|step|>")
@@ -220,7 +213,7 @@ print(json.dumps({"logits": m.forward([m.encode("p", ["def main():\n    pass\n"]
 """
 
 
-def test_the_vllm_engine_never_imports_torch(exported: Path) -> None:
-    out = subprocess.run([sys.executable, "-c", ENGINE_WITHOUT_TORCH, str(exported)], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[2])
+def test_the_vllm_engine_never_imports_torch(tiny_hf_export: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", ENGINE_WITHOUT_TORCH, str(tiny_hf_export)], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[2])
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"logits": [[0.5]], "torch": False}

@@ -10,11 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from service.model import PRMModel
 from tests.service.checkpoints.test_formats import CODES, PROBLEM, post, served, split
-from trainer.__main__ import app as trainer_cli
 
 # Runs in a fresh interpreter: only torch and transformers, the recipe of the exported README.
 PLAIN = r'''
@@ -34,31 +32,24 @@ print(json.dumps({"scores": probs[torch.tensor(ids) == sep].tolist(), "arch": ty
 '''
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("hf") / "tiny-prm-hf"
-    result = CliRunner().invoke(trainer_cli, ["export", str(tiny_checkpoint), str(out), "--format", "hf"])
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def test_plain_transformers_reads_our_scores(exported: Path, tiny_checkpoint: Path) -> None:
-    assert json.loads((exported / "config.json").read_text())["architectures"] == ["LlamaForTokenClassification"]
-    assert not list(exported.glob("*.bin")) and list(exported.glob("*.safetensors"))
+def test_plain_transformers_reads_our_scores(tiny_hf_export: Path, tiny_checkpoint: Path) -> None:
+    config = json.loads((tiny_hf_export / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForTokenClassification"]
+    assert not list(tiny_hf_export.glob("*.bin")) and list(tiny_hf_export.glob("*.safetensors"))
     ours = PRMModel.load(tiny_checkpoint, device="cpu", dtype="float32")
     steps = ["import sys\n\n\n", "def main():\n    print(add(1, 2))\n\n\n", "def add(a, b):\n    return a + b\n"]
     logits = ours.forward([ours.encode(PROBLEM, steps)])[0]
-    out = subprocess.run([sys.executable, "-I", "-c", PLAIN, str(exported), PROBLEM, json.dumps(steps)],
-                         capture_output=True, text=True, check=True, cwd=exported)
+    out = subprocess.run([sys.executable, "-I", "-c", PLAIN, str(tiny_hf_export), PROBLEM, json.dumps(steps)],
+                         capture_output=True, text=True, check=True, cwd=tiny_hf_export)
     plain = json.loads(out.stdout.strip().splitlines()[-1])
     assert plain["ours"] == [] and plain["arch"] == "LlamaForTokenClassification"
     assert plain["scores"] == pytest.approx([1 / (1 + math.exp(-x)) for x in logits], abs=1e-5)
 
 
-def test_served_back_with_the_same_scores(exported: Path, tiny_checkpoint: Path) -> None:
+def test_served_back_with_the_same_scores(tiny_hf_export: Path, tiny_checkpoint: Path) -> None:
     with served(tiny_checkpoint) as client:
         original = {c: post(client, "/v1/score", {"problem": PROBLEM, "code": c}) for c in CODES}
-    with served(exported) as client:
+    with served(tiny_hf_export) as client:
         info = client.get("/v1/models").json()["data"][0]
         assert info["format"] == "token-classification" and info["template"] == "dreamprm-cof-v1"
         for code in CODES:
@@ -68,8 +59,8 @@ def test_served_back_with_the_same_scores(exported: Path, tiny_checkpoint: Path)
             assert [s["score"] for s in body["steps"]] == pytest.approx(want, abs=1e-4)
 
 
-def test_export_refuses_an_existing_directory_only_through_the_api(exported: Path, tiny_checkpoint: Path) -> None:
+def test_export_refuses_an_existing_directory_only_through_the_api(tiny_hf_export: Path, tiny_checkpoint: Path) -> None:
     from trainer.export_hf import export_hf
 
     with pytest.raises(FileExistsError):
-        export_hf(PRMModel.load(tiny_checkpoint, device="cpu", dtype="float32"), exported)
+        export_hf(PRMModel.load(tiny_checkpoint, device="cpu", dtype="float32"), tiny_hf_export)
