@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    args.base = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=REPO, check=True, capture_output=True,
+                               text=True).stdout.strip()  # "HEAD" would mean nothing once committed
     old = subprocess.run(["git", "show", f"{args.base}:service/sandbox_runner.py"], cwd=REPO, check=True,
                          capture_output=True, text=True).stdout
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:

@@ -11,10 +11,11 @@ Isolation model, per run (a functional program with all its asserts, or one stdi
 * Processes: a fork server (``sandbox_runner.zygote``: one pristine ``python -s -P`` per caller process, on
   the interpreter below, started with our minimal environment; ``-I`` minus ``-E``, because that environment
   is ours (no caller variables such as API keys) and pins ``PYTHONHASHSEED=0`` so verdicts are reproducible)
-  forks launcher -> monitor -> candidate per run; the candidate runs the payload in that forked interpreter,
-  so no interpreter starts per run and no run sees another's state. New session; new PID namespace, with the
-  monitor as its PID 1, so the whole tree dies with it; the group is SIGKILLed at the wall limit and, where
-  no PID namespace guarantees that, stragglers are swept by uid (``/proc``).
+  forks monitor -> candidate per run (as root the server forks the monitor straight into a new PID namespace;
+  a user namespace needs a launcher process above it); the candidate runs the payload in that forked
+  interpreter, so no interpreter starts per run and no run sees another's state. New session; new PID
+  namespace, with the monitor as its PID 1, so the whole tree dies with it; the group is SIGKILLed at the wall
+  limit and, where no PID namespace guarantees that, stragglers are swept by uid (``/proc``).
 * Filesystem (``full``): a new mount namespace per run whose root is a small read-only tmpfs holding
   read-only binds of the system dirs (``SYSTEM_PATHS``) and of the interpreter's stdlib and package dirs and
   a ``/dev`` of null, zero, full, random, urandom, the host's tree detached (``pivot_root``); on it, the run's
@@ -34,14 +35,17 @@ Isolation model, per run (a functional program with all its asserts, or one stdi
 * Limits: RLIMIT_AS, CPU, NPROC, FSIZE, NOFILE, CORE=0; stdout+stderr capped (``output_limit``, tree killed);
   an optional ``SandboxBudget`` shared by a caller's jobs caps their total sandbox seconds.
 * Network: ``NETWORK_ISOLATION == "namespace"``: an empty network namespace (not even loopback; abstract unix
-  sockets are per namespace too). ``"guard"`` (no namespace could be made): socket creation is patched away in
-  the runner before the program runs, which stops ordinary code but not ctypes/raw syscalls or subprocesses.
+  sockets are per namespace too); as root the fork server keeps a few and lends each to one run at a time
+  (making one per run cost a tenth of a trivial run), never to two live runs. ``"guard"`` (no namespace
+  could be made): socket creation is patched away in the runner before the program runs, which stops
+  ordinary code but not ctypes/raw syscalls or subprocesses.
 * Results: the payload arrives on an fd the runner closes before the program runs. Asserts against a literal
   (``assert f(x) == [1, 2]``) are split by ``sandbox_judge``: only ``f(x)`` enters the sandbox, its value comes
   back and is compared here, so the expected answer is never in the candidate's process and no forged event
   can pass it. Other asserts run inside and report JSON events tagged with a nonce: a program in the same
   interpreter can forge those (see SECURITY.md). The candidate's wait status and the run's CPU time come on a
-  control pipe written only by the launcher and the monitor. stdout is never parsed for verdicts.
+  control pipe written only by the monitor (and the launcher, where there is one). stdout is never parsed
+  for verdicts.
 """
 
 from __future__ import annotations
@@ -214,7 +218,7 @@ class _Run:
     limit: Literal["timeout", "output_limit", "stopped"] | None
     status: int | None  # the candidate's wait status, from the monitor
     wall_s: float = 0.0
-    cpu_s: float = 0.0  # every process of the run (from the launcher)
+    cpu_s: float = 0.0  # every process of the run (from the monitor or launcher)
 
     def event(self, name: str) -> dict[str, Any] | None:
         return next((ev for ev in self.events if ev["ev"] == name), None)
@@ -585,8 +589,8 @@ class _Zygote:
         self.process: subprocess.Popen[bytes] | None = None
 
     def launch(self, cfg: dict[str, Any], fds: list[int]) -> tuple[int, int]:
-        """Fork a launcher for one run with ``fds`` (stdin, stdout, stderr, result, payload, control)
-        -> (pid, pidfd)."""
+        """Fork the top process of one run (monitor or launcher) with ``fds`` (stdin, stdout, stderr, result,
+        payload, control) -> (pid, pidfd)."""
         request = json.dumps({"op": "run", **cfg}).encode()
         with self._lock:
             for attempt in range(2):
@@ -612,7 +616,8 @@ class _Zygote:
         return self._lock.locked()
 
     def reap(self, pid: int) -> None:
-        """Let the zygote reap a launcher the caller has seen exit (its pid may be recycled after this)."""
+        """Let the zygote reap a run's top process the caller has seen exit (its pid may be recycled after
+        this)."""
         with self._lock, suppress(OSError):
             if self._sock is not None and self._owner == os.getpid():
                 self._sock.send(json.dumps({"op": "reap", "pid": pid}).encode())
@@ -720,14 +725,18 @@ def _host_env(host: SandboxHost) -> dict[str, str]:
 
 @contextmanager
 def _data_fd(data: bytes | None) -> Iterator[int]:
-    """A read-only fd on an unlinked file holding ``data`` (or on /dev/null)."""
+    """A read-only fd on an anonymous in-memory file holding ``data`` (or on /dev/null)."""
     if data is None:
         fd = os.open(os.devnull, os.O_RDONLY)
     else:
-        with tempfile.TemporaryFile() as fh:
-            fh.write(data)
-            fh.flush()
-            fd = os.open(f"/proc/self/fd/{fh.fileno()}", os.O_RDONLY)
+        memfd = os.memfd_create("dreamprm-sandbox-data", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(memfd, view):]
+            fd = os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY)
+        finally:
+            os.close(memfd)
     try:
         yield fd
     finally:
@@ -752,7 +761,7 @@ def _collect(fds: list[int], pidfd: int, nonce: str, cap: int, wall_s: float,
             if now - exited_at > _GRACE_S:
                 break  # descendants of a finished program still hold the pipes
             for key, _ in sel.select(min(deadline - now, exited_at + _GRACE_S - now)):
-                if key.fd == pidfd:  # the launcher exited
+                if key.fd == pidfd:  # the run's top process exited
                     exited_at = time.monotonic()
                     sel.unregister(pidfd)
                     continue
@@ -779,11 +788,11 @@ def _exited(pidfd: int, timeout: float | None) -> bool:
 
 
 def _end_tree(host: SandboxHost, server: _Zygote, pid: int, pidfd: int, uid: int | None, *, finished: bool) -> None:
-    """Make sure the run's processes are gone, then let the zygote reap the launcher.
+    """Make sure the run's processes are gone, then let the zygote reap the run's top process.
 
-    A launcher that exits by itself (``finished``: the pipes reached EOF) in a PID namespace has waited for
-    its monitor, whose exit (as PID 1) took every process of the namespace down: nothing to kill or sweep.
-    Otherwise the launcher's group gets SIGKILL (its pid cannot be recycled: it is reaped only after this)
+    A top process that exits by itself (``finished``: the pipes reached EOF) in a PID namespace is or has
+    waited for the monitor, whose exit (as PID 1) took every process of the namespace down: nothing to kill
+    or sweep. Otherwise its group gets SIGKILL (its pid cannot be recycled: it is reaped only after this)
     and, as root, the uid is swept.
     """
     try:

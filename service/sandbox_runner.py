@@ -5,18 +5,20 @@ import ``service`` (or anything outside the stdlib). Nothing runs on import; the
 ``zygote_argv``, ``parse_events`` and ``encode_value`` are shared with the parent (``sandbox``, ``sandbox_judge``).
 
 ``zygote FD`` (the sandbox interpreter, as the caller's user, started once per caller process with a minimal
-environment): a fork server. Per run it forks a *launcher*: own session, the run's fds (stdio; result, payload
-and control pipes on 3-5), new mount + network + PID namespaces (plus a user namespace when not root), then
-the *monitor* (PID 1 of the new namespace), which mounts the run's private root (``_private_root``) and forks
-the *candidate*: rlimits, drop to the sandbox uid with no groups (no capabilities in a user namespace),
-no_new_privs, parent-death signal, the run's cwd and environment, the control pipe closed; then the payload
-runs in that same, already initialised interpreter (no exec: every run is a fresh copy-on-write fork of a
-zygote that never runs untrusted code). The monitor reaps, reports the candidate's wait status on the control
-pipe and exits, which makes the kernel kill everything left in the namespace; the launcher then reports the
-whole tree's CPU time. The runner (``run``) reads the payload from its fd (closed before the program runs),
-optionally installs the socket guard, compiles and runs the program, runs each test (an ``expr`` test reports
-only its value; the judge outside compares it), and reports JSON lines tagged with the payload's nonce on the
-result pipe; the program's own stdout/stderr never carry results.
+environment): a fork server. Per run it forks the run's top process: own session, the run's fds (stdio;
+result, payload and control pipes on 3-5), new mount + network + PID namespaces. As root the server makes it
+PID 1 of a fresh PID namespace and lends it an idle empty network namespace (``_Nets``), so it is the
+*monitor* itself; with a user namespace (not root) it is a *launcher* that unshares them all and forks the
+monitor. The monitor mounts the run's private root (``_private_root``) and forks the *candidate*: rlimits,
+drop to the sandbox uid with no groups (no capabilities in a user namespace), no_new_privs, parent-death
+signal, the run's cwd and environment, the control pipe closed; then the payload runs in that same, already
+initialised interpreter (no exec: every run is a fresh copy-on-write fork of a zygote that never runs
+untrusted code). The monitor reaps, reports the candidate's wait status on the control pipe, kills and reaps
+everything left in the namespace and reports the whole tree's CPU time (the launcher does, where there is
+one). The runner (``run``) reads the payload from its fd (closed before the program runs), optionally installs
+the socket guard, compiles and runs the program, runs each test (an ``expr`` test reports only its value; the
+judge outside compares it), and reports JSON lines tagged with the payload's nonce on the result pipe; the
+program's own stdout/stderr never carry results.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import json
 import numbers  # imported here, in the fork server: a run's uid may not reach the stdlib
 import os
 import resource
+import select
 import signal
 import sys
+from contextlib import suppress
 from typing import Any, NoReturn
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
@@ -66,7 +70,7 @@ def parse_lines(data: bytes) -> list[dict[str, Any]]:
 
 def parse_events(results: bytes, control: bytes, nonce: str) -> tuple[list[dict[str, Any]], int | None, float]:
     """Runner events that carry ``nonce``; the control pipe's launch errors, the candidate's wait status (from
-    the monitor) and the run's CPU seconds (from the launcher).
+    the monitor) and the run's CPU seconds (from the monitor or the launcher).
 
     The control pipe is written only by the launcher and the monitor, which never run the program (the
     candidate closes its end before the program starts), so a program cannot forge its exit or usage.
@@ -302,9 +306,12 @@ def _own_view(request: dict[str, Any], binds: list[str], view: list[str], libc: 
     request["root"], request["mounts"] = None, run_mounts(fs, "")
 
 
-def _monitor(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
+def _monitor(cfg: dict[str, Any], libc: ctypes.CDLL, *, launched: bool) -> NoReturn:
+    """PID 1 of the run's namespace: its private root, the candidate, the candidate's wait status on the control
+    pipe. ``launched``: a launcher above reports the tree's CPU time; otherwise (the zygote made this process
+    PID 1 itself) the monitor ends and reaps the whole namespace and reports it."""
     libc.prctl(_PR_SET_NAME, b"sbx-monitor")
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the launcher (and so takes the namespace down)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with its parent (and so takes the namespace down)
     libc.prctl(_PR_SET_DUMPABLE, 0)  # its /proc entries (fds: the control pipe) stay closed to the candidate
     try:
         if cfg.get("filesystem"):
@@ -322,7 +329,20 @@ def _monitor(cfg: dict[str, Any], libc: ctypes.CDLL) -> NoReturn:
         if done == pid:
             break
     _write_event(CONTROL_FD, {"ev": "exit", "status": status})
+    if not launched:
+        with suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)  # from PID 1: everything else in the namespace
+        _report_usage()
     os._exit(0)
+
+
+def _report_usage() -> None:
+    """Reap every child left, then report the CPU time of all this process reaped (the whole tree)."""
+    with suppress(ChildProcessError):
+        while True:
+            os.wait()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    _write_event(CONTROL_FD, {"ev": "usage", "cpu": float(usage.ru_utime + usage.ru_stime)})
 
 
 def _arrange_fds(fds: list[int]) -> None:
@@ -336,36 +356,93 @@ def _arrange_fds(fds: list[int]) -> None:
     os.closerange(CONTROL_FD + 1, 1 << 16)  # the zygote's socket, the originals and anything else it held
 
 
-def _launch(cfg: dict[str, Any], fds: list[int], zygote_pid: int, libc: ctypes.CDLL) -> NoReturn:
+def _launch(cfg: dict[str, Any], fds: list[int], zygote_fd: int, libc: ctypes.CDLL, *, pid_one: bool,
+            net: int | None) -> NoReturn:
     """In a fresh fork of the zygote: its own session and stdio, namespaces, then monitor -> candidate; it
-    reports the whole tree's CPU time on the control pipe once the monitor (and with it the tree) is gone."""
+    reports the whole tree's CPU time on the control pipe once the monitor (and with it the tree) is gone.
+    ``pid_one``: the zygote forked this process into a new PID namespace (root callers), so it is the monitor
+    itself, one process less per run; ``net``: the zygote's idle network namespace to join (``_Nets``)."""
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote died (its caller is gone): take all down
+    orphan = bool(select.select([zygote_fd], [], [], 0)[0])  # it died before that line (its pidfd is readable)
+    net_errno = 0 if net is None or libc.setns(net, CLONE_NEWNET) == 0 else ctypes.get_errno()
     try:
         os.setsid()
         _arrange_fds(fds)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        libc.prctl(_PR_SET_NAME, b"sbx-launcher")
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote died (its caller is gone): take all down
-        if os.getppid() != zygote_pid:
+        libc.prctl(_PR_SET_NAME, b"sbx-monitor" if pid_one else b"sbx-launcher")
+        if orphan:
             raise ProcessLookupError("the zygote is gone")
         if cfg.get("error"):
             raise OSError(cfg["error"])
-        if cfg["unshare"] and libc.unshare(cfg["unshare"]) != 0:
+        if net_errno:
+            raise OSError(net_errno, f"setns(CLONE_NEWNET): {os.strerror(net_errno)}")
+        flags = cfg["unshare"] & ~(CLONE_NEWPID if pid_one else 0)  # the zygote made this one
+        flags &= ~(CLONE_NEWNET if net is not None else 0)  # joined above
+        if flags and libc.unshare(flags) != 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-        if cfg["unshare"] & CLONE_NEWUSER:
+        if flags & CLONE_NEWUSER:
             _map_own_ids()  # before the next line, which hands our /proc/self files to root
         libc.prctl(_PR_SET_DUMPABLE, 0)
-        pid = os.fork()
+        pid = 0 if pid_one else os.fork()
     except BaseException as exc:  # noqa: BLE001 - report anything
         _fail(CONTROL_FD, "namespaces", exc)
     if pid == 0:
-        _monitor(cfg, libc)
+        _monitor(cfg, libc, launched=not pid_one)
     _quiet_stdio()
     os.close(RESULT_FD)
     os.close(PAYLOAD_FD)
-    os.waitpid(pid, 0)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the monitor and all it reaped (the whole tree)
-    _write_event(CONTROL_FD, {"ev": "usage", "cpu": float(usage.ru_utime + usage.ru_stime)})
+    _report_usage()  # the monitor and all it reaped
     os._exit(0)
+
+
+def _pid_one(request: dict[str, Any], libc: ctypes.CDLL) -> bool:
+    """Make the zygote's next child PID 1 of a new PID namespace (root, no user namespace; see ``_launch``)."""
+    flags = request["unshare"]
+    if not flags & CLONE_NEWPID or flags & CLONE_NEWUSER or request.get("error"):
+        return False
+    if libc.unshare(CLONE_NEWPID) != 0:
+        request["error"] = f"unshare(CLONE_NEWPID): {os.strerror(ctypes.get_errno())}"
+        return False
+    return True
+
+
+class _Nets:
+    """Empty network namespaces (loopback down), each used by one run at a time and reused by the next: making
+    and tearing one down per run costs about a tenth of a trivial run's CPU. A run cannot change one for the
+    next (its program has no capabilities; only its own sockets live there, and they die with its processes:
+    a namespace is handed out again only after the caller had the run's monitor reaped)."""
+
+    _IDLE_CAP = 16
+
+    def __init__(self, libc: ctypes.CDLL) -> None:
+        self._libc = libc
+        self._idle: list[int] = []
+        self._busy: dict[int, int] = {}  # a run's top pid -> its namespace
+        # opened before the server's view hides the host's /proc: ns/net through it follows our namespace
+        self._ns = os.open("/proc/self/ns", os.O_RDONLY | os.O_DIRECTORY)
+        self._host = os.open("net", os.O_RDONLY, dir_fd=self._ns)
+
+    def take(self) -> int:
+        if self._idle:
+            return self._idle.pop()
+        if self._libc.unshare(CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+        try:
+            return os.open("net", os.O_RDONLY, dir_fd=self._ns)
+        finally:
+            if self._libc.setns(self._host, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns(CLONE_NEWNET)")  # the caller starts another server
+
+    def lend(self, net: int, pid: int) -> None:
+        self._busy[pid] = net
+
+    def give_back(self, pid: int) -> None:
+        """The run of monitor ``pid`` was reaped: nothing of it is left in its namespace."""
+        net = self._busy.pop(pid, None)
+        if net is not None and len(self._idle) < self._IDLE_CAP:
+            self._idle.append(net)
+        elif net is not None:
+            os.close(net)
 
 
 def outermost(paths: list[str]) -> list[str]:
@@ -388,20 +465,22 @@ def _interpreter_paths() -> list[str]:
 
 
 def zygote(sock_fd: int) -> NoReturn:
-    """The fork server: one single-threaded, pristine interpreter that forks a launcher per run.
+    """The fork server: one single-threaded, pristine interpreter that forks a run's top process per run.
 
     Requests on the SOCK_SEQPACKET socket: ``{"op": "run", **cfg}`` with the run's stdin, stdout, stderr,
-    result, payload and control fds attached, answered with ``{"pid": launcher_pid}`` and a pidfd of the
-    launcher; and ``{"op": "reap", "pid": pid}`` (no answer) once the caller has seen the launcher exit, so a launcher's
-    pid (its process group id) is never recycled while the caller may still signal it. EOF: the caller is
-    gone, so we exit, and every launcher follows (parent-death signal). Needs Linux >= 5.3 (pidfd).
+    result, payload and control fds attached, answered with ``{"pid": pid}`` and a pidfd of the run's top
+    process (monitor or launcher, ``_launch``); and ``{"op": "reap", "pid": pid}`` (no answer) once the caller
+    has seen it exit, so its pid (its process group id) is never recycled while the caller may still signal
+    it, and its network namespace is free again. EOF: the caller is gone, so we exit, and every run follows
+    (parent-death signal). Needs Linux >= 5.3 (pidfd).
     """
     import socket
 
-    sock, me, own = socket.socket(fileno=sock_fd), os.getpid(), _interpreter_paths()
+    sock, me, own = socket.socket(fileno=sock_fd), os.pidfd_open(os.getpid()), _interpreter_paths()
     plans: dict[str, list[tuple[Any, ...]]] = {}  # per-run views (user namespaces), by binds and root
     view: list[str] = []  # the server's own view (root): what it was built for, then an error if it failed
     libc = ctypes.CDLL(None, use_errno=True)
+    own_pid_ns, nets = os.open("/proc/self/ns/pid", os.O_RDONLY), _Nets(libc)
     gc.collect()
     gc.freeze()  # the children's collections never walk (and so never copy) the server's own objects
     while True:
@@ -412,6 +491,7 @@ def zygote(sock_fd: int) -> NoReturn:
         if request["op"] == "reap":
             try:
                 os.waitpid(request["pid"], 0)
+                nets.give_back(request["pid"])
             except ChildProcessError:  # not ours: the caller sent it to the zygote that replaced ours
                 pass
             continue
@@ -426,9 +506,21 @@ def zygote(sock_fd: int) -> NoReturn:
                         plans.clear()
                     plans[key] = root_plan(binds, request["root"])
                 request["plan"], request["mounts"] = plans[key], run_mounts(request["filesystem"], request["root"])
-        pid = os.fork()
+        pid_one, pid, net = _pid_one(request, libc), -1, None
+        if pid_one and request["unshare"] & CLONE_NEWNET:
+            try:
+                net = nets.take()
+            except OSError as exc:
+                request["error"] = str(exc)
+        try:
+            pid = os.fork()
+        finally:  # in the server only: later children are back in its own namespace
+            if pid_one and pid != 0 and libc.setns(own_pid_ns, CLONE_NEWPID) != 0:
+                raise OSError(ctypes.get_errno(), "setns(CLONE_NEWPID)")  # the caller starts another server
         if pid == 0:
-            _launch(request, fds, me, libc)
+            _launch(request, fds, me, libc, pid_one=pid_one, net=net)
+        if net is not None:
+            nets.lend(net, pid)
         for fd in fds:
             os.close(fd)
         pidfd = os.pidfd_open(pid)

@@ -121,6 +121,24 @@ def test_no_host_process_is_visible() -> None:
     assert r.passed, r
 
 
+def test_concurrent_runs_never_share_a_network_namespace() -> None:
+    # the fork server reuses empty network namespaces, one run at a time each
+    code = "import os, time\nprint(os.readlink('/proc/self/ns/net'))\ntime.sleep(1)\n"
+    jobs = [sandbox.SandboxJob(code, [TestSpec("io", input="", output="")], "stdin")] * 4
+    seen = [r.stdout_tail.strip() for r in sandbox.run_many(jobs, workers=4)]
+    assert all(s.startswith("net:[") for s in seen), seen
+    assert os.readlink("/proc/self/ns/net") not in seen
+    assert len(set(seen)) == 4, seen  # the four ran side by side
+
+
+def test_a_run_is_charged_the_cpu_of_the_processes_it_left() -> None:
+    # the program leaves a spinning child behind; the monitor ends it and counts its time
+    code = ("import os, time\nif os.fork() == 0:\n    while True:\n        pass\n"
+            "end = time.process_time() + 0.2\nwhile time.process_time() < end:\n    pass\ntime.sleep(0.3)\n")
+    r = functional(code, "assert True")
+    assert r.passed and r.cpu_seconds >= 0.3, r
+
+
 def test_the_repository_data_and_home_are_invisible_and_the_view_is_read_only() -> None:
     # (the interpreter's own dirs may lie under the repository or /root: only they are there, read-only)
     hidden = [str(REPO / "service"), str(REPO / "README.md"), str(REPO / "checkpoints"), str(REPO.parent / "shared"),
