@@ -51,5 +51,5 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER prm
 EXPOSE 8000
 # the probe reads DREAMPRM_PORT like the server, so `-e DREAMPRM_PORT=9000` keeps the container healthy
-HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 CMD ["python", "-m", "service.healthcheck"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 CMD ["python", "-m", "service.cli.healthcheck"]
 CMD ["python", "-m", "service"]

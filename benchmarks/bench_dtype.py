@@ -12,7 +12,7 @@ import time
 import torch
 
 from benchmarks.common import RESULTS, machine_info, now_iso, write_json
-from service.local_policy import load_causal_lm, smollm2_gguf
+from service.checkpoints.backbone import load_causal_lm, smollm2_gguf
 from service.model import pick_dtype
 
 

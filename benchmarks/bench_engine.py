@@ -41,8 +41,8 @@ import httpx
 
 from benchmarks.bench_concurrency import pick_items
 from benchmarks.common import RESULTS, machine_info, now_iso, table, write_json
+from service.serving.vllm_scorer import VLLMScorer, pooled_rows
 from service.settings import DEFAULT_CHECKPOINT
-from service.vllm_scorer import VLLMScorer, pooled_rows
 from tests.live import live_server, vllm_server
 
 CLIENTS = 8

@@ -11,7 +11,7 @@ nice -n 5 .venv/bin/python -m benchmarks.bench_examples      # -> results/exampl
 - precision: every extracted example run on the reference solution (APPS stdin pool: the first candidate
   labelled correct), each example alone in the sandbox; every failing one is listed;
 - rerank: selected pass@1 (expected over ties) of PRM only, examples only (random among the candidates with the
-  best example result) and examples + PRM (the service's ranking rule, ``service.rerank.rank_key``), against
+  best example result) and examples + PRM (the service's ranking rule, ``service.serving.rerank.rank_key``), against
   random and the oracle, with the share of the random -> oracle gap closed.
 """
 
@@ -30,9 +30,9 @@ from benchmarks.common import RESULTS, machine_info, now_iso, table, write_json
 from benchmarks.example_pools import SETS, PoolProblem, candidate_key, load_pools, load_set
 from benchmarks.prm_pool_scores import cache_path, read_cache, revision_of
 from benchmarks.reference_pass_rate import reference_program
-from service.examples import EXAMPLE_SETUP, Example, Extraction, extract_examples
-from service.rerank import rank_key
 from service.sandbox import Limits, SandboxJob, TestSpec, run_many
+from service.sandbox.examples import EXAMPLE_SETUP, Example, Extraction, extract_examples
+from service.serving.rerank import rank_key
 from service.settings import DEFAULT_CHECKPOINT
 from trainer.records import Problem
 

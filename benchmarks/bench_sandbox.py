@@ -88,11 +88,11 @@ def without_mounts(batch: Sequence[SandboxJob], workers: int) -> list[bool]:
     # /root is reachable through the private root's binds only; without them the system python is used)
     plain = sandbox.detect_host(sandbox.isolation_modes(mounts=False)[:1])
     assert host is not None and plain is not None and plain.isolation == "namespaces"
-    sandbox._host_cache[:] = [plain]
+    sandbox.host._host_cache[:] = [plain]
     try:
         return [r.passed for r in run_many(batch, workers=workers)]
     finally:
-        sandbox._host_cache[:] = [host]
+        sandbox.host._host_cache[:] = [host]
 
 
 WAYS: dict[str, Callable[[Sequence[SandboxJob], int], list[bool]]] = {

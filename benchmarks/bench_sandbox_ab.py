@@ -16,32 +16,37 @@ from pathlib import Path
 
 from benchmarks.bench_sandbox import jobs
 from benchmarks.common import REPO, RESULTS, machine_info, now_iso, write_json
-from service import sandbox, sandbox_runner
-from service.sandbox import run_many
+from service import sandbox
+from service.sandbox import process, run_many
+from service.sandbox import runner as sandbox_runner
 
 
 def _use(runner: str) -> None:
     """Fork servers from now on run ``runner`` (the old ones are stopped)."""
-    for servers in sandbox._zygotes.values():
+    for servers in process._zygotes.values():
         for server in servers:
             if server.process is not None:
                 server.process.kill()
                 server.process.wait()
-    sandbox._zygotes.clear()
+    process._zygotes.clear()
     sandbox_runner.__file__ = runner
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", required=True, help="git revision whose service/sandbox_runner.py is compared")
+    parser.add_argument("--base", required=True, help="git revision whose service/sandbox/runner.py is compared")
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     args.base = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=REPO, check=True, capture_output=True,
                                text=True).stdout.strip()  # "HEAD" would mean nothing once committed
-    old = subprocess.run(["git", "show", f"{args.base}:service/sandbox_runner.py"], cwd=REPO, check=True,
-                         capture_output=True, text=True).stdout
+    for path in ("service/sandbox/runner.py", "service/sandbox_runner.py"):  # its place before the rooms
+        shown = subprocess.run(["git", "show", f"{args.base}:{path}"], cwd=REPO, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    shown.check_returncode()
+    old = shown.stdout
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
         fh.write(old)
     ways = {args.base: fh.name, "working tree": sandbox_runner.__file__}

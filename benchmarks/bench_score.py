@@ -56,10 +56,10 @@ from benchmarks.common import (
     write_json,
 )
 from service.encoding import Encoded
-from service.engine import ScoringEngine
 from service.errors import PRMError
 from service.model import PRMModel
 from service.schemas import ScoreBatchRequest, ScoreItem
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
 from service.steps import split_code
 

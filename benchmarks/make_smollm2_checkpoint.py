@@ -22,9 +22,9 @@ CHECKPOINT_NAME = "smollm2-135m-untrained-prm"
 
 
 def build(out: Path, *, overwrite: bool = False) -> None:
+    from service.checkpoints.backbone import SMOLLM2_ID, load_causal_lm, smollm2_gguf
+    from service.checkpoints.manifest import BaseModelSpec, file_sha256
     from service.errors import InvalidInput
-    from service.local_policy import SMOLLM2_ID, file_sha256, load_causal_lm, smollm2_gguf
-    from service.manifest import BaseModelSpec
     from service.model import PRMModel
 
     try:

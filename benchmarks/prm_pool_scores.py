@@ -40,7 +40,7 @@ def read_cache(path: Path) -> dict[str, Any]:
 
 def revision_of(checkpoint: Path) -> str:
     """The checkpoint's revision without loading the network (the same hash ``PRMModel`` reports)."""
-    from service.manifest import checkpoint_sha256
+    from service.checkpoints.manifest import checkpoint_sha256
 
     return checkpoint_sha256(checkpoint)[:16]
 
@@ -65,8 +65,8 @@ async def _score_problem(engine: Any, pp: PoolProblem, scores: dict[str, Any]) -
 async def run(args: argparse.Namespace) -> Path:
     import torch
 
-    from service.engine import ScoringEngine
     from service.model import pick_dtype
+    from service.serving.engine import ScoringEngine
 
     dtype = str(pick_dtype(args.dtype, torch.device("cpu"))).removeprefix("torch.")
     settings = Settings(checkpoint=args.checkpoint, cache_size=0, threads=args.threads, dtype=dtype, device="cpu")

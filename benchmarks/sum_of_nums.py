@@ -10,8 +10,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from service.engine import ScoringEngine
 from service.schemas import ScoreItem
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
 
 PROBLEM = "Given an integer array nums, return the sum of its elements."

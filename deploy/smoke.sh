@@ -148,7 +148,7 @@ proc_uid=$(docker exec "$CONTAINER" sh -c 'stat -c %u /proc/1')
 log "runs as uid $uid ($(docker exec "$CONTAINER" id -un))"
 
 models=$(curl -fsS "$URL/v1/models")
-expected_revision=$("$PYTHON" -c "import sys; sys.path.insert(0, '.'); from service.manifest import checkpoint_sha256; \
+expected_revision=$("$PYTHON" -c "import sys; sys.path.insert(0, '.'); from service.checkpoints.manifest import checkpoint_sha256; \
 print(checkpoint_sha256(__import__('pathlib').Path(sys.argv[1]))[:16])" "$CKPT" 2>/dev/null || true)
 MODELS="$models" EXPECTED="$expected_revision" "$PYTHON" - <<'EOF' || fail "the mounted checkpoint is not the one served: $models"
 import json, os

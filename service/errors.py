@@ -1,6 +1,6 @@
 """Domain errors of the PRM service. Pure Python: no HTTP, no torch.
 
-The HTTP layer maps each class to one status code (see ``service.app``); the client maps the
+The HTTP layer maps each class to one status code (see ``service.http.app``); the client maps the
 ``type`` field of an error body back to the same class (``clients.prm.error_from_response``).
 """
 

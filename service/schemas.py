@@ -22,7 +22,7 @@ def _given(*names: str) -> dict[str, Any]:
 
 class _Request(BaseModel):
     # strict: no coercion (false is not 0, "5" is not 5); every text field is also checked for NUL and
-    # lone surrogates before validation (service.json_guard)
+    # lone surrogates before validation (service.http.json_guard)
     model_config = ConfigDict(extra="forbid", strict=True)
 
 

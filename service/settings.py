@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     trust_remote_code: bool = False
     step_separator: str | None = Field(default=None, description="TRL token-classification checkpoints: the text "
                                        "after each step (default: the checkpoint's prm_template.json, else '\\n')")
-    # where the forward pass runs (service.engine): here, or in a vLLM pooling server (service.vllm_scorer)
+    # where the forward pass runs (service.serving.engine): here, or in a vLLM pooling server
+    # (service.serving.vllm_scorer)
     engine: Literal["torch", "vllm"] = Field(default="torch", description="torch: in this process; vllm: a vLLM "
                                              "pooling server at engine_url serving the checkpoint (a "
                                              "*ForTokenClassification directory) with the token_classify task")
@@ -47,7 +48,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=1)
     heap_trim_s: float = Field(default=10.0, ge=0, description="return freed heap pages to the OS at most this "
                                "often, after a forward pass (glibc malloc_trim; 0: never)")
-    # HTTP edge (service.http_server, service.http_middleware): slow or idle clients are dropped
+    # HTTP edge (service.http.server, service.http.middleware): slow or idle clients are dropped
     http_header_timeout_s: float = Field(default=10.0, gt=0, le=300, description="a connection's request head "
                                          "(request line + headers) must arrive within this; else 408 and close")
     http_body_timeout_s: float = Field(default=30.0, gt=0, le=600, description="the body must arrive within this "

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.engine import ScoringEngine
+from service.http.app import create_app
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
 from tests.fakes import FakeModel
 

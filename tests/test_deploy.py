@@ -45,7 +45,7 @@ def test_compose_services_profiles_and_settings() -> None:
     assert set(prm["environment"]) <= SETTINGS, set(prm["environment"]) - SETTINGS
     assert prm["environment"]["DREAMPRM_REDIS_URL"].startswith("redis://redis:")
     assert prm["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert prm["healthcheck"]["test"] == ["CMD", "python", "-m", "service.healthcheck"]  # follows DREAMPRM_PORT
+    assert prm["healthcheck"]["test"] == ["CMD", "python", "-m", "service.cli.healthcheck"]  # follows DREAMPRM_PORT
     assert prm["environment"]["DREAMPRM_CHECKPOINT"] == "/checkpoint"
     assert any(v.endswith(":/checkpoint:ro") for v in prm["volumes"])
     assert (ROOT / prm["build"]["context"].replace("..", ".") / prm["build"]["dockerfile"]).is_file()
@@ -96,7 +96,7 @@ def test_dockerfile_serves_checkpoint_mounted_at_slash_checkpoint() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "DREAMPRM_CHECKPOINT=/checkpoint" in text and re.search(r"^COPY \S+ /checkpoint$", text, re.M)
     assert re.search(r"^FROM .* AS deps\n(?:.*\n)*?WORKDIR ", text, re.M), "the deps stage needs a WORKDIR"
-    assert re.search(r"^USER prm$", text, re.M) and "service.healthcheck" in text
+    assert re.search(r"^USER prm$", text, re.M) and "service.cli.healthcheck" in text
 
 
 def test_compose_engine_override_serves_the_export_on_vllm() -> None:

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import Settings
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "openapi.json"

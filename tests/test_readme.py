@@ -154,7 +154,7 @@ def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     """The tiny checkpoint under the default checkpoint's name (the README's requests name that model)."""
     import uvicorn
 
-    from service.app import create_app
+    from service.http.app import create_app
     from service.settings import Settings
 
     checkpoint = tmp_path_factory.mktemp("readme") / "dreamprm-code-smollm2"

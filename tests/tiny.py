@@ -10,7 +10,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from service.manifest import BaseModelSpec
+from service.checkpoints.manifest import BaseModelSpec
 from service.model import PRMModel
 
 _CORPUS = [

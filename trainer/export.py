@@ -11,8 +11,7 @@ from typing import Any, Literal
 import torch
 
 from service.aggregate import Aggregation
-from service.encoding import STEP_SEPARATOR
-from service.manifest import (
+from service.checkpoints.manifest import (
     ADAPTER_FILE,
     HEAD_FILE,
     AdapterSpec,
@@ -23,6 +22,7 @@ from service.manifest import (
     atomic_checkpoint_dir,
     write_manifest,
 )
+from service.encoding import STEP_SEPARATOR
 from service.model import PRMModel, PRMNetwork, adapter_tensors
 from trainer.fit import merge_trainable
 from trainer.records import Candidate, Problem, StepLabel, TRLRow

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForTokenClassification
 
 from service.checkpoints.detect import SIDECAR
-from service.manifest import atomic_checkpoint_dir, read_manifest
+from service.checkpoints.manifest import atomic_checkpoint_dir, read_manifest
 from service.model import PRMModel
 
 LABELS = {0: "incorrect", 1: "correct"}

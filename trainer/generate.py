@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from service.cof import CODE_STOP, assistant_prefix, cof_prompt
+from service.cof import cof_prompt
 from service.errors import InvalidInput
-from service.policy import GenerationRequest, Policy
-from service.steps import extract_code, split_code
+from service.policy import Policy, cof_program, cof_request
+from service.steps import split_code
 from trainer.records import Candidate, Problem, Provenance, StepRecord
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,7 @@ async def generate_candidates(policy: Policy, problem: Problem, *, n: int, tempe
                               max_tokens: int, seed: int) -> list[Candidate]:
     """``n`` CoF candidates for one problem; ids are stable (``s<seed>-<i>``) so reruns resume."""
     template, messages = problem_prompt(problem)
-    prefix = assistant_prefix("")
-    request = GenerationRequest(messages, n=n, prefix=prefix, temperature=temperature, top_p=top_p,
-                                max_tokens=max_tokens, seed=seed, stop=CODE_STOP)
+    request = cof_request(messages, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
     generations = await policy.generate(request)
-    return [make_candidate(problem, f"s{seed}-{i}", extract_code(prefix + g.text), policy=policy.name,
-                           template=template)
+    return [make_candidate(problem, f"s{seed}-{i}", cof_program(request, g), policy=policy.name, template=template)
             for i, g in enumerate(generations)]

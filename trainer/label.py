@@ -20,10 +20,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from service.cof import CODE_STOP, assistant_prefix
 from service.errors import InvalidInput
-from service.policy import GenerationRequest, Policy
-from service.steps import extract_code, split_code
+from service.policy import Policy, cof_program, cof_request
+from service.steps import split_code
 from trainer.generate import problem_prompt
 from trainer.records import Candidate, Problem, StepLabel
 
@@ -36,11 +35,6 @@ Executor = Callable[[Problem, Sequence[str]], Awaitable[list[bool]]]
 def prefix_code(candidate: Candidate, k: int) -> str:
     """The program text of steps 0..k."""
     return "".join(s.text for s in candidate.steps[: k + 1])
-
-
-def complete_program(code_prefix: str, continuation: str) -> str:
-    """The rollout program: the prefix, then what the policy wrote after it (up to the fence)."""
-    return extract_code(assistant_prefix(code_prefix) + continuation)
 
 
 async def label_candidate(policy: Policy, execute: Executor, problem: Problem, candidate: Candidate, *,
@@ -66,9 +60,9 @@ async def label_candidate(policy: Policy, execute: Executor, problem: Problem, c
         code = prefix_code(candidate, k)
         codes: list[str] = []
         if rollouts:
-            request = GenerationRequest(messages, n=rollouts, prefix=assistant_prefix(code), temperature=temperature,
-                                        top_p=top_p, max_tokens=max_tokens, seed=seed + k, stop=CODE_STOP)
-            codes = [complete_program(code, g.text) for g in await policy.generate(request)]
+            request = cof_request(messages, n=rollouts, code_prefix=code, temperature=temperature, top_p=top_p,
+                                  max_tokens=max_tokens, seed=seed + k)
+            codes = [cof_program(request, g) for g in await policy.generate(request)]
         weights = [1] * len(codes)
         known: list[bool] = []  # the reference's continuation that rebuilds the candidate itself: its verdict
         if reference is not None:

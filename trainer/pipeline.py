@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from service.policy import OpenAIPolicy, Policy
+from service.policy import Policy, make_policy
 from trainer.config import ExecuteConfig, GenerateConfig, LabelConfig
 from trainer.data import assert_no_leak, check_training_source, load_problems, select_problems, split_problems
 from trainer.execute import execute_candidate, rollout_executor
@@ -75,20 +75,6 @@ def select_split(data: Path, counts: dict[Part, int], *, allow_any_source: bool 
 
 def run_problems(run: Path, *parts: Part) -> list[Problem]:
     return [r.problem for r in problems_store(run).read() if not parts or r.part in parts]
-
-
-def make_policy(config: GenerateConfig) -> Policy:
-    if config.backend == "openai":
-        assert config.base_url is not None
-        return OpenAIPolicy(config.base_url, config.model, timeout_s=config.timeout_s, retries=config.retries,
-                            concurrency=config.concurrency)
-    if config.backend == "vllm":
-        from trainer.vllm_policy import VLLMPolicy
-
-        return VLLMPolicy(config.model)
-    from service.local_policy import TransformersPolicy
-
-    return TransformersPolicy.from_source(None if config.model == "smollm2" else Path(config.model))
 
 
 # --- stages ---------------------------------------------------------------------------------
@@ -165,7 +151,10 @@ def _run_all(items: Sequence[T], work: Callable[[Policy, T], Awaitable[R]], save
     (``generate.n=0``, ``label.rollouts=0``) and gets a stand-in that refuses to generate."""
     async def main() -> None:
         own = policy is None and config is not None
-        active = policy if policy is not None else make_policy(config) if config is not None else _NoPolicy()
+        if policy is not None:
+            active = policy
+        else:
+            active = make_policy(config.policy_spec()) if config is not None else _NoPolicy()
         sem = asyncio.Semaphore(limit)
 
         async def bounded(item: T) -> R:

@@ -13,9 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from service.aggregate import AGGREGATIONS, Aggregation
+from service.checkpoints.backbone import base_sha256
+from service.checkpoints.manifest import ADAPTER_FILE, HEAD_FILE, BaseModelSpec, read_manifest
 from service.errors import InputTooLong
-from service.manifest import ADAPTER_FILE, HEAD_FILE, BaseModelSpec, read_manifest
-from service.model import PRMModel, PRMNetwork, base_sha256
+from service.model import PRMModel, PRMNetwork
 from trainer.config import EvaluateConfig, ExportConfig, FitConfig, config_to_dict
 from trainer.data import assert_no_leak
 from trainer.evaluate import EvalCandidate, evaluate
@@ -39,7 +40,7 @@ def init_prm(source: str, *, max_tokens: int, seed: int) -> PRMModel:
     path = Path(source)
     if (path / "prm.json").is_file():
         return PRMModel.load(path, device="cpu", dtype="float32")
-    from service.local_policy import SMOLLM2_ID, load_causal_lm, smollm2_gguf
+    from service.checkpoints.backbone import SMOLLM2_ID, load_causal_lm, smollm2_gguf
 
     src = smollm2_gguf() if source == "smollm2" else path
     lm, tokenizer = load_causal_lm(src, dtype=torch.float32)

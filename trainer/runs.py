@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import functools
-import hashlib
 import importlib.metadata
 import logging
 import os
@@ -29,6 +28,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from service.checkpoints.manifest import file_sha256
 from trainer.config import config_to_dict, resume_safe_fields
 
 logger = logging.getLogger(__name__)
@@ -201,14 +201,6 @@ def atomic_write_text(path: StrPath, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
-
-
-def file_sha256(path: StrPath) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @functools.cache

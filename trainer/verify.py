@@ -78,7 +78,7 @@ def loglik_scores(source: str, problems: Mapping[str, Problem], cands: Sequence[
     folder) as it goes, so a killed evaluation resumes."""
     import torch
 
-    from service.local_policy import load_causal_lm, smollm2_gguf
+    from service.checkpoints.backbone import load_causal_lm, smollm2_gguf
     from service.model import pick_dtype
     from trainer.loglik import mean_loglik
 

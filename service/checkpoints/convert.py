@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 from service.checkpoints.detect import ADAPTER_CONFIG, AUTHORS_FILE
 from service.checkpoints.load import AUTHORS_HEAD
 from service.checkpoints.lora import ADAPTER_WEIGHTS, PEFT_PREFIX
+from service.checkpoints.manifest import atomic_checkpoint_dir
 from service.errors import InvalidInput
-from service.manifest import atomic_checkpoint_dir
 
 LM_PREFIX = "lm.base_model.model."  # their peft-wrapped causal LM, inside their RewardScalarModel
 

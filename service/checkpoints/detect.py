@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from service.checkpoints.manifest import MANIFEST
 from service.errors import InvalidInput
-from service.manifest import MANIFEST
 
 Format = Literal["dreamprm", "token-classification", "qwen2.5-math-prm", "dreamprm-code-authors", "orm"]
 

@@ -1,7 +1,7 @@
 """What the service says about a foreign checkpoint, from its small files only: the manifest it shows
 (``/v1/models``), the revision that keys the score cache, and the input template of a token classifier.
 
-Pure: stdlib and ``service`` only (no torch), so the vLLM engine (``service.vllm_scorer``) describes a
+Pure: stdlib and ``service`` only (no torch), so the vLLM engine (``service.serving.vllm_scorer``) describes a
 checkpoint exactly as the torch scorers (``service.checkpoints.load``) do.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 
 from service.checkpoints import templates as tpl
 from service.checkpoints.detect import Detected
+from service.checkpoints.manifest import BaseModelSpec, HeadSpec, PRMManifest, checkpoint_sha256
 from service.encoding import STEP_SEPARATOR, TEMPLATE_ID, Encoded, encode_steps
 from service.errors import InvalidInput
-from service.manifest import BaseModelSpec, HeadSpec, PRMManifest, checkpoint_sha256
 
 Encoder = Callable[[str, Sequence[str], int], Encoded]  # (problem, steps, token limit) -> model input
 

@@ -27,12 +27,12 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.utils import logging as hf_logging
 
 from service.checkpoints import templates as tpl
+from service.checkpoints.backbone import cast_parameters
 from service.checkpoints.detect import Detected, detect_format
 from service.checkpoints.identity import foreign_manifest, revision, token_classification_template
 from service.checkpoints.lora import merge_lora
 from service.checkpoints.scorers import ForeignPRM, LogitHead, RowsPRM
 from service.errors import InvalidInput
-from service.local_policy import cast_parameters
 from service.model import CPU_PASS_TOKENS, Device, DType, PRMModel, PRMNetwork, _pick_device, pick_dtype
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from typing import Any, cast
 import torch
 
 from service.checkpoints.identity import Encoder
+from service.checkpoints.manifest import PRMManifest
 from service.checkpoints.templates import RowsEncoded
 from service.encoding import Encoded
-from service.manifest import PRMManifest
 from service.model import PRMModel, PRMNetwork
 
 

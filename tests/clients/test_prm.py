@@ -26,10 +26,10 @@ from clients.prm import (
     ServiceUnreachable,
     error_from_response,
 )
-from service.app import create_app
-from service.cli import app as cli
-from service.engine import ScoringEngine
+from service.cli.main import app as cli
 from service.errors import InputTooLong, Overloaded, Unauthorized, ValidationFailed
+from service.http.app import create_app
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
 from tests.conftest import REPO
 from tests.live import live_server
@@ -336,7 +336,7 @@ with PRMClient("http://x", transport=httpx.MockTransport(lambda r: httpx.Respons
     except ValidationFailed:
         pass
 assert not any(m in sys.modules for m in ("torch", "fastapi", "typer"))
-from service.launcher import main
+from service.cli.launcher import main
 main(["--help"])
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -348,7 +348,7 @@ def test_cli_extra_alone_splits_python_and_names_the_service_extra_for_the_rest(
     blocked = CLIENT_ONLY.replace('"typer", "click",', "")  # pip install '.[cli]': typer, no torch
     script = blocked + r"""
 import subprocess
-from service.launcher import main
+from service.cli.launcher import main
 for argv, code in ([["split", "examples/sum.py"], 0], [["split", "examples/sum.py", "-l", "go"], 2],
                    [["score", "examples/sum.py", "-p", "x"], 2], [["serve"], 2]):
     try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from service.app import create_app
-from service.engine import ScoringEngine
-from service.http_server import serve
+from service.http.app import create_app
+from service.http.server import serve
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
 from tests.fakes import FakeModel
 

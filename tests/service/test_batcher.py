@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from service.batcher import MicroBatcher
 from service.encoding import Encoded
 from service.errors import ModelNotReady, Overloaded
-from service.metrics import Metrics
+from service.serving.batcher import MicroBatcher
+from service.serving.metrics import Metrics
 
 POISON = 13  # FakeForward fails every batch holding an item of this length
 SHORT = 11  # FakeForward returns one row too few for a batch holding an item of this length

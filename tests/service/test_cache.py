@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from service.cache import CachedScore, MemoryCache, RedisCache, cache_key
+from service.serving.cache import CachedScore, MemoryCache, RedisCache, cache_key
 from tests.service.redis_server import RedisServer, running_redis
 
 T = TypeVar("T")

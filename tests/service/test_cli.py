@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
+from service.cli.main import app
 
 RUNNER = CliRunner()
 CODE = "import os\n\ndef main():\n    return helper()\n\ndef helper():\n    return 2\n"
@@ -66,7 +66,7 @@ def test_serve_on_the_vllm_engine_refuses_our_own_format(tiny_checkpoint: Path) 
 # --- every user error is one line on stderr and exit 2 (through main, as the `dreamprm` command runs) ---
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from service.cli import main
+    from service.cli.main import main
 
     with pytest.raises(SystemExit) as info:
         main(argv)

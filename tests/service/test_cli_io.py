@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from service.cli_io import choice, ci_verdict, read_text, waiting
+from service.cli.console import choice, ci_verdict, read_text, waiting
 from service.schemas import RankedCandidate, TestOutcome
 
 

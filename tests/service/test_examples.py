@@ -1,4 +1,4 @@
-"""service.examples: every example form, the skip-and-count rule, and hostile statements (bounded work)."""
+"""service.sandbox.examples: every example form, the skip-and-count rule, and hostile statements (bounded work)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from service.examples import MAX_SCAN_CHARS, extract_examples
+from service.sandbox.examples import MAX_SCAN_CHARS, extract_examples
 
 HUMANEVAL = '''from typing import List
 

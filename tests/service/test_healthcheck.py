@@ -1,4 +1,4 @@
-"""service.healthcheck: the container probe asks /ready on the port the settings name."""
+"""service.cli.healthcheck: the container probe asks /ready on the port the settings name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service import healthcheck
+from service.cli import healthcheck
 from tests.service.redis_server import free_port
 
 

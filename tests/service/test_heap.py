@@ -1,4 +1,4 @@
-"""service.heap: the trimmer runs at most once per period, never when disabled, and really trims on glibc."""
+"""service.serving.heap: the trimmer runs at most once per period, never when disabled, and really trims on glibc."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from service.heap import HeapTrimmer
+from service.serving.heap import HeapTrimmer
 
 
 def test_trims_at_most_once_per_period() -> None:

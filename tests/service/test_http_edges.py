@@ -12,9 +12,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.engine import ScoringEngine
+from service.http.app import create_app
 from service.policy import OpenAIPolicy
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
 
 PROBLEM = "Read two integers and print their sum."

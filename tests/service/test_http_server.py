@@ -14,9 +14,9 @@ import httpx
 import pytest
 import uvicorn
 
-from service.app import create_app
-from service.engine import ScoringEngine
-from service.http_server import uvicorn_config
+from service.http.app import create_app
+from service.http.server import uvicorn_config
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
 from tests.fakes import FakeModel
 

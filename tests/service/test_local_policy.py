@@ -9,10 +9,10 @@ import torch
 from fastapi.testclient import TestClient
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from service.app import create_app
-from service.engine import ScoringEngine
-from service.local_policy import TransformersPolicy
+from service.http.app import create_app
 from service.policy import Generation, GenerationRequest
+from service.policy.local import TransformersPolicy
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
 from tests.tiny import tiny_tokenizer
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.engine import ScoringEngine
 from service.errors import PolicyError
+from service.http.app import create_app
 from service.policy import Generation, GenerationRequest
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
 
 PROBLEM = "Read two integers and print their sum."
@@ -277,7 +277,7 @@ def test_score_run_examples_adds_counts_not_a_new_score(client: TestClient) -> N
 def test_hostile_example_runs_only_in_the_sandbox(client: TestClient, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """An example that calls os.system is never evaluated by the service: it reaches only ``run_tests``."""
-    import service.sandbox_pool as rerank_module  # where the rerank's sandbox session calls run_tests
+    import service.sandbox.pool as rerank_module  # where the rerank's sandbox session calls run_tests
 
     marker = tmp_path / "pwned"
     problem = (f"def f(x):\n    '''\n    >>> f(__import__('os').system('touch {marker}'))\n    0\n    '''\n")

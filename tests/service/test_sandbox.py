@@ -32,6 +32,7 @@ from service.sandbox import (
     SandboxJob,
     TestSpec,
     outputs_match,
+    process,
     run_many,
     run_tests,
     sandbox_host,
@@ -97,10 +98,11 @@ def test_the_probe_finds_a_working_sandbox() -> None:
         assert host.network == "namespace"
 
 
-@pytest.mark.parametrize(("module", "allowed"), [("sandbox.py", {"service"}), ("sandbox_runner.py", set())])
+@pytest.mark.parametrize(("module", "allowed"), [("__init__.py", {"service"}), ("judge.py", {"service"}),
+                                                  ("runner.py", set())])
 def test_stdlib_only(module: str, allowed: set[str]) -> None:
     """The trainer and the HTTP service's test filter both import it; the runner's source runs in the child."""
-    tree = ast.parse((REPO / "service" / module).read_text())
+    tree = ast.parse((REPO / "service" / "sandbox" / module).read_text())
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert names - set(sys.stdlib_module_names) - {"__future__"} <= allowed
@@ -215,7 +217,7 @@ def test_runs_do_not_share_interpreter_state() -> None:
 @pytest.mark.usefixtures("healthy")
 def test_a_dead_fork_server_is_replaced() -> None:
     assert functional("x = 1", "assert x == 1").passed  # the fork server is up
-    servers = sandbox._zygotes[host] if (host := sandbox_host()) else []
+    servers = process._zygotes[host] if (host := sandbox_host()) else []
     assert servers and all(s.process is not None for s in servers)
     for server in servers:
         assert server.process is not None
@@ -268,7 +270,7 @@ def test_writes_outside_the_run_dir_fail() -> None:
     tag = uuid.uuid4().hex
     candidates = [REPO / f"pwned-{tag}.txt", Path(f"/root/pwned-{tag}"), Path.home() / f"pwned-{tag}",
                   REPO.parent / f"pwned-{tag}"]
-    # world-writable places (/tmp, where a clone may live) are writable by design: see service/sandbox.py
+    # world-writable places (/tmp, where a clone may live) are writable by design: see service/sandbox/__init__.py
     targets = [t for t in candidates if not t.parent.stat().st_mode & stat.S_IWOTH]
     assert REPO / f"pwned-{tag}.txt" in targets
     code = ("import os\nhits = []\n"
@@ -312,7 +314,7 @@ def test_network_is_unreachable(listener: tuple[int, list[object]], guard: bool,
     host = sandbox_host()
     assert host is not None
     if guard:  # the fallback used where no namespace can be made
-        monkeypatch.setattr(sandbox, "_host_cache", [SandboxHost(host.python, "guard", 0, host.drop_to_uid)])
+        monkeypatch.setattr(sandbox.host, "_host_cache", [SandboxHost(host.python, "guard", 0, host.drop_to_uid)])
     for code in (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'hi')",
                  f"import _socket\ns = _socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))"):
         r = functional(code, "assert True")

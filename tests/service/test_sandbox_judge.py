@@ -1,4 +1,4 @@
-"""service.sandbox_judge: which asserts are split, and the value round trip through the runner's encoder."""
+"""service.sandbox.judge: which asserts are split, and the value round trip through the runner's encoder."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import Counter, OrderedDict
 
 import pytest
 
-from service.sandbox_judge import JudgedTest, decode_value, judge_test, verdict
-from service.sandbox_runner import encode_value
+from service.sandbox.judge import JudgedTest, decode_value, judge_test, verdict
+from service.sandbox.runner import encode_value
 
 
 @pytest.mark.parametrize(("code", "mode", "inside"), [

@@ -1,4 +1,4 @@
-"""service.sandbox_pool: fair worker sharing between requests, stop at the first failure, the budget."""
+"""service.sandbox.pool: fair worker sharing between requests, stop at the first failure, the budget."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from service.sandbox import Limits, TestSpec, run_tests, sandbox_host
-from service.sandbox_pool import SandboxPool
+from service.sandbox.pool import SandboxPool
 
 needs_sandbox = pytest.mark.skipif(sys.platform != "linux" or sandbox_host() is None, reason="needs the sandbox")
 

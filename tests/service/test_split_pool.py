@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from service.errors import InvalidInput
-from service.split_pool import SplitPool
+from service.serving.split_pool import SplitPool
 from service.steps import split_code
 from tests.live import wait_until_up
 from tests.service.redis_server import free_port

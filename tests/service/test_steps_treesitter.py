@@ -1,4 +1,4 @@
-"""Tests of the tree-sitter anchors (``service.steps_treesitter``) through ``service.steps``."""
+"""Tests of the tree-sitter anchors (``service.steps.treesitter``) through ``service.steps``."""
 
 from __future__ import annotations
 

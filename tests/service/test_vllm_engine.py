@@ -19,13 +19,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from service import engine as engine_module
-from service.app import create_app
 from service.checkpoints.load import load_scorer
-from service.engine import ScoringEngine
 from service.errors import EngineError, InvalidInput, ModelNotReady
+from service.http.app import create_app
+from service.serving import engine as engine_module
+from service.serving.engine import ScoringEngine
+from service.serving.vllm_scorer import FileTokenizer, VLLMScorer
 from service.settings import Settings
-from service.vllm_scorer import FileTokenizer, VLLMScorer
 from tests.live import wait_ready
 from tests.service.checkpoints.test_formats import CODES, PROBLEM
 
@@ -199,7 +199,7 @@ def test_file_tokenizer_matches_transformers(tiny_hf_export: Path) -> None:
 ENGINE_WITHOUT_TORCH = r"""
 import asyncio, json, sys, httpx
 from pathlib import Path
-from service.vllm_scorer import VLLMScorer
+from service.serving.vllm_scorer import VLLMScorer
 rows = lambda ids: {"index": 0, "data": [[0.0, 0.5] for t in ids if t == sep]}
 def reply(request):
     if request.url.path == "/v1/models":

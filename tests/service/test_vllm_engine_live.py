@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from service.app import create_app
 from service.checkpoints.load import load_scorer
+from service.http.app import create_app
 from service.settings import DEFAULT_CHECKPOINT, Settings
 from tests.live import need_vllm, vllm_server, wait_ready
 from trainer.__main__ import app as trainer_cli

@@ -1,4 +1,4 @@
-"""service.web (in-process): self-hosted docs, tags, request examples that the API accepts, the playground
+"""service.http.web (in-process): self-hosted docs, tags, request examples that the API accepts, the playground
 page's offline promise, and the key rules for pages versus API calls."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.engine import ScoringEngine
+from service.http.app import create_app
+from service.http.web.docs import TAGS, tag_of
+from service.http.web.examples import REQUEST_EXAMPLES
+from service.http.web.playground import STATIC
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
-from service.web.docs import TAGS, tag_of
-from service.web.examples import REQUEST_EXAMPLES
-from service.web.playground import STATIC
 from tests.service.test_rerank import GOOD, ScriptedPolicy
 
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from service.checkpoints.backbone import base_sha256
+from service.checkpoints.manifest import PRMManifest, read_manifest
 from service.errors import InvalidInput
-from service.manifest import PRMManifest, read_manifest
-from service.model import PRMModel, base_sha256
+from service.model import PRMModel
 from tests.conftest import shared_data
 from tests.tiny import save_tiny_lm, tiny_prm
 from tests.trainer.fake_policy import FakePolicy

@@ -25,9 +25,9 @@ from transformers import (
 from typer.testing import CliRunner
 
 from service.aggregate import CONTEXT_KINDS
-from service.app import create_app
 from service.checkpoints.load import load_scorer
-from service.cli import app as cli
+from service.cli.main import app as cli
+from service.http.app import create_app
 from service.settings import Settings
 from service.steps import split_steps
 from tests import tiny_formats

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from service.encoding import Encoded
 from service.errors import ModelNotReady, Overloaded, PRMError
-from service.metrics import Metrics
+from service.serving.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

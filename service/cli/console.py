@@ -20,7 +20,7 @@ try:  # typer >= 0.22 vendors its own click; older ones use the click package
 except ImportError:  # pragma: no cover
     import click  # type: ignore[no-redef]
 
-from service.launcher import SERVICE_EXTRA, SERVICE_MODULES, missing
+from service.cli.launcher import SERVICE_EXTRA, SERVICE_MODULES, missing
 from service.schemas import RankedCandidate
 
 T = TypeVar("T", bound=str)

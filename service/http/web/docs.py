@@ -2,7 +2,7 @@
 
 Their JavaScript and CSS come from the ``fastapi-offline`` wheel (Swagger UI 5, ReDoc 2), served under
 ``/static/docs``. The OpenAPI document gets its tags (one group per concern), request examples
-(``service.web.examples``) and the optional bearer key here, so the routes stay one line each.
+(``service.http.web.examples``) and the optional bearer key here, so the routes stay one line each.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.web.examples import REQUEST_EXAMPLES
+from service.http.web.examples import REQUEST_EXAMPLES
 
 ASSETS_URL = "/static/docs"
 # (path prefix, tag): the first match names an operation's group

@@ -590,7 +590,7 @@ def _run_test(test: dict[str, Any], ns: dict[str, Any], budget: float | None) ->
 
 
 def encode_value(value: Any, depth: int = 0) -> Any:
-    """A JSON form of a plain value that keeps its type (``service.sandbox_judge.decode_value`` reverses it).
+    """A JSON form of a plain value that keeps its type (``service.sandbox.judge.decode_value`` reverses it).
 
     Subclasses of the builtin types become the builtin type; other numbers (numbers.Integral/Real) become
     int/float; anything else is ``{"opaque": type name}``, which equals no expected value.

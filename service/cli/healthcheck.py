@@ -1,4 +1,4 @@
-"""``python -m service.healthcheck``: exit 0 when this host's service answers ``/ready`` with 200.
+"""``python -m service.cli.healthcheck``: exit 0 when this host's service answers ``/ready`` with 200.
 
 The container health check: it reads the port from the same settings as the server (``DREAMPRM_PORT``),
 so a container started on another port stays healthy. Stdlib and settings only.

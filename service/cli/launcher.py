@@ -1,5 +1,5 @@
 """Entry point of the ``dreamprm`` command: says which extra is missing instead of a traceback, then runs
-``service.cli``. Stdlib only, so that it works on a client-only install (``pip install .``)."""
+``service.cli.main``. Stdlib only, so that it works on a client-only install (``pip install .``)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{', '.join(absent)}); serving and local scoring need the 'service' extra "
                          f"({SERVICE_EXTRA})\n")
         raise SystemExit(2)
-    from service.cli import main as cli_main
+    from service.cli.main import main as cli_main
 
     cli_main(argv)
 

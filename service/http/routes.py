@@ -7,9 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import Discriminator, Tag
 
-from service.engine import ScoringEngine
 from service.errors import ModelNotReady
-from service.rerank import Reranker
 from service.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -26,6 +24,8 @@ from service.schemas import (
     SplitRequest,
     SplitResponse,
 )
+from service.serving.engine import ScoringEngine
+from service.serving.rerank import Reranker
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)

