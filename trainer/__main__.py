@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from trainer.config import (
+    CorrectConfig,
     EvaluateConfig,
     ExecuteConfig,
     ExportConfig,
@@ -24,11 +25,12 @@ from trainer.config import (
     GenerateConfig,
     LabelConfig,
     config_from_dict,
+    settings_help,
 )
-from trainer.meta_correct import CorrectConfig
-from trainer.runs import ALLOW_CONFIG_CHANGE
+from trainer.manifest import ALLOW_CONFIG_CHANGE
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# rich_markup_mode=None: help text as written (settings help has [brackets])
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 SECTIONS: dict[str, type] = {"generate": GenerateConfig, "execute": ExecuteConfig, "label": LabelConfig,
                              "fit": FitConfig, "correct": CorrectConfig, "export": ExportConfig,
                              "evaluate": EvaluateConfig}
@@ -38,6 +40,10 @@ RunArg = Annotated[Path, typer.Argument(help="run directory (created; reruns res
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="section.key=value, e.g. generate.n=4")]
 AllowOpt = Annotated[bool, typer.Option("--allow-changed", help="resume a stage even though a setting changed "
                                                              "(records already written keep the old setting)")]
+
+
+def _epilog(*sections: str) -> str:
+    return "".join(settings_help(SECTIONS[name], name) for name in sections)
 
 
 def _settings(run: Path, sets: list[str] | None, allow_changed: bool = False) -> dict[str, dict[str, Any]]:
@@ -74,7 +80,7 @@ def _counts(spec: str) -> dict[str, int]:
     return out
 
 
-@app.command()
+@app.command(epilog=_epilog("generate"))
 def generate(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False,
              data: Annotated[Path, typer.Option(help="problems (training set only)")] = DEFAULT_DATA,
              problems: Annotated[str | None, typer.Option(help="LeetCode problems per split part "
@@ -93,7 +99,9 @@ def generate(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False,
                                                                        "(repeatable: easy, medium, hard)")] = None,
              allow_any_data: Annotated[bool, typer.Option(help="tests only: train on another file")] = False) -> None:
     """N Chain-of-Function candidates per problem, and/or real models' candidates from pools."""
-    from trainer.pipeline import generate_stage, import_pools, select_split
+    from trainer.generate import run as generate_stage
+    from trainer.pools import import_pools
+    from trainer.rundir import select_split
 
     if pool or eval_pool:
         made = import_pools(run, pool or [], limit=pool_limit, eval_pools=eval_pool or [])
@@ -110,54 +118,54 @@ def generate(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False,
     typer.echo(f"generated {made} candidates")
 
 
-@app.command()
+@app.command(epilog=_epilog("execute"))
 def execute(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
     """Run every candidate on all its tests in the sandbox."""
-    from trainer.pipeline import execute_stage
+    from trainer.execute import run as execute_stage
 
     s = _settings(run, sets, allow_changed)
     typer.echo(f"executed {execute_stage(run, _config(s, 'execute'))} candidates")
 
 
-@app.command()
+@app.command(epilog=_epilog("label", "generate"))
 def label(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
     """Monte-Carlo step labels by rollouts (train part)."""
-    from trainer.pipeline import label_stage
+    from trainer.label import run as label_stage
 
     s = _settings(run, sets, allow_changed)
     generate = _config(s, "generate") if s.get("generate") else None  # a pool-only run needs no policy
     typer.echo(f"wrote {label_stage(run, _config(s, 'label'), generate)} step labels")
 
 
-@app.command("fit")
+@app.command("fit", epilog=_epilog("fit"))
 def fit_cmd(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
     """Train the PRM on the MC labels (no correction)."""
-    from trainer.pipeline_train import fit_stage
+    from trainer.fit import run as fit_stage
 
     history = fit_stage(run, _config(_settings(run, sets, allow_changed), "fit"))
     typer.echo(f"fit: {history[-1]}")
 
 
-@app.command()
+@app.command(epilog=_epilog("correct", "fit"))
 def correct(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
     """Meta label correction, plus the uncorrected ablation."""
-    from trainer.pipeline_train import correct_stage
+    from trainer.correct import run as correct_stage
 
     s = _settings(run, sets, allow_changed)
     typer.echo(f"meta-set losses: {correct_stage(run, _config(s, 'fit'), _config(s, 'correct'))}")
 
 
-@app.command("evaluate")
+@app.command("evaluate", epilog=_epilog("evaluate"))
 def evaluate_cmd(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
     """Best-of-N on the dev part; writes RUN/evaluate/{eval.json,eval.md,*.png}."""
-    from trainer.pipeline_train import evaluate_stage
+    from trainer.evaluate import run as evaluate_stage
 
     s = _settings(run, sets, allow_changed)
     evaluate_stage(run, _config(s, "evaluate"), policy_name=str(s.get("generate", {}).get("model", "unknown")))
     typer.echo((run / "evaluate" / "eval.md").read_text())
 
 
-@app.command()
+@app.command(epilog=_epilog("export"))
 def export(run: RunArg, out: Annotated[Path, typer.Argument(help="checkpoint directory to write")],
            sets: SetOpt = None, allow_changed: AllowOpt = False,
            fmt: Annotated[str, typer.Option("--format", help="dreamprm: our checkpoint (+ model card, TRL rows); "
@@ -174,13 +182,15 @@ def export(run: RunArg, out: Annotated[Path, typer.Argument(help="checkpoint dir
         if (run / "prm.json").is_file():  # a checkpoint directory itself (the service image can do this one)
             typer.echo(f"exported {export_hf_stage(run, out)}")
             return
-        from trainer.pipeline_train import SCORERS, _choose
+        from trainer.export import choose
+        from trainer.rundir import SCORERS
 
         config = _config(_settings(run, sets, allow_changed), "export")
-        scorer, _ = _choose(run, config)
+        scorer, _ = choose(run, config)
         typer.echo(f"exported {export_hf_stage(run / SCORERS[scorer], out, name=config.name)}")
         return
-    from trainer.pipeline_train import SCORERS, export_stage
+    from trainer.export import run as export_stage
+    from trainer.rundir import SCORERS
 
     config = _config(_settings(run, sets, allow_changed), "export")
     have = [name for name, rel in SCORERS.items() if (run / rel / "prm.json").is_file()]
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     line on stderr and exit 2. Unexpected errors keep their traceback."""
     from service.cli.console import fail, run_app
     from service.errors import PRMError
-    from trainer.runs import ConfigChangedError
+    from trainer.manifest import ConfigChangedError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -236,7 +246,6 @@ def _hint(exc: Exception) -> str:
         return (" (start the policy server first, see the README's Trainer section, or generate without one: "
                 "--set generate.backend=transformers --set generate.model=smollm2)")
     return ""
-
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from service.policy import Backend, PolicySpec
 
 C = TypeVar("C")
 PolicyBackend = Backend
+Mode = Literal["labels", "weights"]  # what meta correction learns: corrected labels or sample weights
 # Field metadata key: changing this field between attempts of a stage cannot change its outputs
 # (parallelism, timeouts of the client, retries), so a resumed run may use another value.
 RESUME_SAFE = "resume_safe"
@@ -226,3 +227,54 @@ def resume_safe_fields(config: object) -> frozenset[str]:
             safe.add(f.name)
         safe.update(f"{f.name}.{name}" for name in resume_safe_fields(getattr(config, f.name)))
     return frozenset(safe)
+
+
+@dataclass(frozen=True)
+class CorrectConfig:
+    """The ``correct`` stage; defaults follow the authors' released code (1 unrolled step, weights in [0, 2])."""
+
+    mode: Mode = field(default="labels", metadata={
+        "help": "labels: learn ỹ = σ(β), β from the MC labels; weights: learn per-sample weights (authors' variant)"})
+    inner_steps: int = field(default=1, metadata={"help": "virtual SGD steps unrolled for the hypergradient"})
+    inner_lr: float = field(default=0.1, metadata={"help": "learning rate of the virtual SGD step(s)"})
+    lr: float = field(default=1e-4, metadata={"help": "learning rate of the real PRM optimizer"})
+    optimizer: Literal["adamw", "sgd"] = field(default="adamw", metadata={"help": "real PRM optimizer"})
+    beta_lr: float = field(default=0.1, metadata={"help": "Adam learning rate of β (labels) or w (weights)"})
+    iterations: int = field(default=1000, metadata={"help": "outer iterations (one β step + one θ step each)"})
+    batch_size: int = field(default=8, metadata={"help": "sequences per inner minibatch (full-table input only)"})
+    meta_batch_size: int = field(default=8, metadata={"help": "sequences per meta minibatch (full-table input)"})
+    label_clip: float = field(default=1e-3, metadata={"help": "labels clipped to [eps, 1-eps] before logit(·)"})
+    weight_clamp: tuple[float, float] = field(default=(0.0, 2.0), metadata={
+        "help": "weights clamped to this range after every outer step, as the authors' code does"})
+    seed: int = field(default=0, metadata={"help": "seed of the minibatch order (model init is the caller's)"})
+    log_every: int = field(default=50, metadata={"help": "log and record history every n iterations"})
+    max_tokens: int = field(default=0, metadata={
+        "help": "tokens per sequence here (memory grows fast with the unrolled step); 0: fit.max_tokens"})
+    warm_start: bool = field(default=False, metadata={
+        "help": "both variants continue from the fit stage's LoRA adapter and head (an adapter checkpoint) "
+                "instead of starting from the base model"})
+
+    def __post_init__(self) -> None:
+        if self.inner_steps < 1 or self.iterations < 0 or self.log_every < 1 or self.max_tokens < 0:
+            raise ValueError("inner_steps and log_every must be >= 1, iterations >= 0")
+        if not 0.0 < self.label_clip < 0.5:
+            raise ValueError("label_clip must be in (0, 0.5)")
+        if not 0.0 <= self.weight_clamp[0] < self.weight_clamp[1]:
+            raise ValueError("weight_clamp must be (low, high) with 0 <= low < high")
+
+
+def settings_help(cls: type, section: str) -> str:
+    """The ``--set`` settings of one config section with their defaults and help (``python -m trainer STAGE
+    --help``)."""
+    lines = [f"Settings (--set {section}.KEY=VALUE; kept in RUN/settings.json):"]
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            notes = [f"default {f.default!r}"]
+        elif f.default_factory is not dataclasses.MISSING:
+            notes = [f"default {f.default_factory()!r}"]
+        else:
+            notes = ["required"]
+        if f.metadata.get(RESUME_SAFE):
+            notes.append("may change on resume")
+        lines.append(f"  {section}.{f.name}: {f.metadata.get('help', '')} ({'; '.join(notes)})")
+    return "\n\b\n" + "\n".join(lines)  # \b: click keeps the lines as they are

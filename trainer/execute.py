@@ -7,10 +7,13 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from service.sandbox import Limits, TestSpec, run_tests
 from trainer.config import ExecuteConfig
-from trainer.records import ExecSummary, Problem
+from trainer.manifest import progress, stage
+from trainer.records import Candidate, ExecSummary, Problem
+from trainer.rundir import ExecRecord, candidates_store, exec_store, run_problems
 
 
 def problem_tests(problem: Problem) -> list[TestSpec]:
@@ -58,3 +61,24 @@ def rollout_executor(config: ExecuteConfig, *, memo: int = 4096
         return [verdicts[k] for k in keys]
 
     return execute
+
+
+def run(rundir: Path, config: ExecuteConfig) -> int:
+    """Run every candidate on all its problem's tests (public + private) in the sandbox."""
+    problems = {p.id: p for p in run_problems(rundir)}
+    store = exec_store(rundir)
+    with stage(rundir / "execute", "execute", config, [candidates_store(rundir).path]) as st:
+        done = store.keys()
+        todo = [c for c in candidates_store(rundir).read() if (c.problem_id, c.candidate_id) not in done]
+
+        def one(cand: Candidate) -> ExecRecord:
+            summary = execute_candidate(problems[cand.problem_id], cand.code, config)
+            if summary.error_kind == "sandbox_error":  # the machine's fault, not the candidate's: never recorded
+                raise RuntimeError(f"the sandbox failed on {cand.problem_id}/{cand.candidate_id}; fix it and rerun "
+                                   "(what was executed is kept)")
+            return ExecRecord(problem_id=cand.problem_id, candidate_id=cand.candidate_id, exec=summary)
+
+        with ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="execute") as pool:
+            for record in progress(pool.map(one, todo), total=len(todo), desc="execute"):  # in order
+                st.count("executed", store.append([record]))
+        return st.manifest.counts.get("executed", 0)

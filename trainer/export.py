@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -20,12 +21,15 @@ from service.checkpoints.manifest import (
     PRMManifest,
     Probe,
     atomic_checkpoint_dir,
+    read_manifest,
     write_manifest,
 )
 from service.encoding import STEP_SEPARATOR
 from service.model import PRMModel, PRMNetwork, adapter_tensors
-from trainer.fit import merge_trainable
+from trainer.config import ExportConfig
+from trainer.manifest import stage, stage_seconds
 from trainer.records import Candidate, Problem, StepLabel, TRLRow
+from trainer.rundir import SCORERS, executed_candidates, label_table, problems_store, run_problems
 
 Weights = Literal["full", "adapter"]
 # The probe every export scores and records in prm.json (``Probe``): a reload must reproduce these logits.
@@ -127,3 +131,121 @@ def model_card(*, name: str, base_model: BaseModelSpec, training: dict[str, Any]
         lines += ["", "## Recipe: stage times on the machine that ran it", "", recipe_md]
     lines += ["", "## Evaluation", "", evaluation_md or "_No evaluation was run for this checkpoint._", ""]
     return "\n".join(lines)
+
+
+logger = logging.getLogger(__name__)
+
+
+def run(rundir: Path, config: ExportConfig, out: Path) -> Path:
+    """The product checkpoint: the chosen PRM (``config.scorer``; auto: the evaluation's winner), renamed,
+    with the evaluation in its model card. An adapter checkpoint is copied, tensors unchanged."""
+    with stage(rundir / "export", "export", config):
+        scorer, aggregation = choose(rundir, config)
+        source = rundir / SCORERS[scorer]
+        manifest = read_manifest(source)
+        parts = [rundir / "evaluate" / "verify.md", rundir / "evaluate" / "eval.md"]
+        eval_md = "\n".join(p.read_text() for p in parts if p.is_file()) or None
+        eval_json = rundir / "evaluate" / "eval.json"
+        metrics = json.loads(eval_json.read_text()) if eval_json.is_file() else {}
+        card = model_card(name=config.name, base_model=manifest.base_model, training=manifest.training,
+                          evaluation_md=eval_md, recipe_md=_recipe_md(rundir))
+        plots = sorted((rundir / "evaluate").glob("*.png"))  # the card's figures
+        if manifest.weights == "adapter":
+            copy_adapter_checkpoint(source, out, manifest.model_copy(update={
+                "name": config.name, "default_aggregation": aggregation,
+                "metrics": _headline(metrics)}), card=card, files=plots)
+        else:
+            model = PRMModel.load(source, device="cpu", dtype="float32")
+            export_checkpoint(model.network, model.tokenizer, out, name=config.name,
+                              base_model=manifest.base_model, max_tokens=model.max_tokens,
+                              default_aggregation=aggregation, training=manifest.training,
+                              metrics=_headline(metrics), card=card)
+            for plot in plots:
+                shutil.copyfile(plot, out / plot.name)
+        problems = {p.id: p for p in run_problems(rundir)}
+        n = write_trl(rundir / "export" / "trl_prm.jsonl",
+                      trl_rows(problems, executed_candidates(rundir, "train"), label_table(rundir),
+                               threshold=config.trl_threshold))
+        logger.info("exported %s and %d TRL rows", out, n)
+        return out
+
+
+def choose(run: Path, config: ExportConfig) -> tuple[str, Aggregation]:
+    """The scorer and default aggregation to ship: as configured, or (``auto``) the evaluation's winner."""
+    from trainer.verify import winner
+
+    scorer, aggregation = config.scorer, config.default_aggregation
+    if "auto" in (scorer, aggregation):
+        path = run / "evaluate" / "verify.json"
+        if not path.is_file():
+            raise ValueError("export.scorer/default_aggregation auto need the evaluation: run evaluate first")
+        present = [s for s in SCORERS if (run / SCORERS[s] / "prm.json").is_file() and scorer in ("auto", s)]
+        best_scorer, best_agg, why = winner(json.loads(path.read_text()), present)
+        logger.info("export: %s/%s (%s)", best_scorer, best_agg, why)
+        scorer = best_scorer if scorer == "auto" else scorer
+        aggregation = best_agg if aggregation == "auto" else aggregation  # type: ignore[assignment]
+    return scorer, aggregation  # type: ignore[return-value]
+
+
+STAGES = ("generate", "execute", "label", "fit", "correct", "evaluate")
+
+
+def _recipe_md(run: Path) -> str:
+    """Stage wall times (all attempts) and the settings of the run, from its manifests."""
+    rows = [(name, stage_seconds(run / name)) for name in STAGES]
+    lines = ["| stage | wall time | counts |", "|---|---|---|"]
+    for name, seconds in rows:
+        if seconds is None:
+            continue
+        counts = json.loads((run / name / "run.json").read_text()).get("counts", {})
+        lines.append(f"| {name} | {seconds / 60:.1f} min | {', '.join(f'{k} {v}' for k, v in counts.items())} |")
+    total = sum(s for _, s in rows if s is not None)
+    lines += [f"| all | {total / 60:.1f} min | |", ""]
+    settings = run / "settings.json"
+    if settings.is_file():
+        lines += ["Settings (`settings.json` of the run):", "", "```json", settings.read_text().strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers worth carrying in prm.json (the full report stays in the model card)."""
+    return {k: report[k] for k in ("n_problems", "n_candidates", "random", "oracle") if k in report}
+
+
+def merge_trainable(network: PRMNetwork) -> PRMNetwork:
+    """Fold LoRA adapters into the backbone weights (export writes a plain model)."""
+    if hasattr(network.backbone, "merge_and_unload"):
+        network.backbone = network.backbone.merge_and_unload()
+    return network
+
+
+def describe(run: Path) -> dict[str, Any]:
+    """Counts of what the run holds, for logs and the model card."""
+    parts: dict[str, int] = {}
+    for r in problems_store(run).read():
+        parts[r.part] = parts.get(r.part, 0) + 1
+    cands = executed_candidates(run)
+    by_source: dict[str, dict[str, int]] = {}
+    policy_rates: dict[str, list[int]] = {}  # problem -> [passed, sampled] of the policy's own samples
+    for c in cands:
+        passed = int(bool(c.exec and c.exec.passed))
+        counts = by_source.setdefault(c.provenance, {"candidates": 0, "passed": 0})
+        counts["candidates"] += 1
+        counts["passed"] += passed
+        if c.provenance == "policy":
+            rate = policy_rates.setdefault(c.problem_id, [0, 0])
+            rate[0] += passed
+            rate[1] += 1
+    histogram: dict[str, int] = {}
+    for n_pass, n in policy_rates.values():
+        histogram[f"{n_pass}/{n}"] = histogram.get(f"{n_pass}/{n}", 0) + 1
+    labels = list(label_table(run).values())
+    prefix = [lb.mc_label for lb in labels if not lb.final]
+    from trainer.pools import pool_summary
+
+    return {"problems": parts, "candidates": len(cands), "pool_by_model": pool_summary(cands),
+            "candidates_passed": sum(1 for c in cands if c.exec and c.exec.passed),
+            "by_provenance": by_source, "policy_passes_per_problem": dict(sorted(histogram.items())),
+            "step_labels": len(labels),
+            "prefix_labels": {"n": len(prefix), "mean": round(sum(prefix) / len(prefix), 4) if prefix else None,
+                              "zero": sum(1 for x in prefix if x == 0.0), "one": sum(1 for x in prefix if x == 1.0)}}

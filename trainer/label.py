@@ -19,12 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from service.errors import InvalidInput
 from service.policy import Policy, cof_program, cof_request
 from service.steps import split_code
-from trainer.generate import problem_prompt
+from trainer.config import ExecuteConfig, GenerateConfig, LabelConfig
+from trainer.data import assert_no_leak
+from trainer.execute import rollout_executor
+from trainer.generate import in_flight, problem_prompt, run_all
+from trainer.manifest import stage
 from trainer.records import Candidate, Problem, StepLabel
+from trainer.rundir import exec_store, executed_candidates, labels_store, run_problems
 
 logger = logging.getLogger(__name__)
 
@@ -112,3 +118,49 @@ def aligned_reference(problem: Problem, candidate: Candidate) -> list[str] | Non
 def hard_label(label: StepLabel) -> int:
     """Any rollout passed (the hard-label variant)."""
     return int(label.n_pass > 0)
+
+
+def run(rundir: Path, config: LabelConfig, generate: GenerateConfig | None, *,
+                policy: Policy | None = None) -> int:
+    """Step labels for the executed candidates of the train part (the inner data): MC rollouts from the policy
+    (``generate``), or for pool candidates their outcome (``config.pool_labels``)."""
+    problems = {p.id: p for p in run_problems(rundir, "train")}
+    train_ids, other_ids = set(problems), {p.id for p in run_problems(rundir, "meta", "dev")}
+    assert_no_leak(train_ids, other_ids, what="meta/dev")
+    store = labels_store(rundir)
+    execute = rollout_executor(ExecuteConfig(workers=config.workers, stop_at_first_failure=True))  # verdicts only
+
+    async def one(policy: Policy, cand: Candidate) -> list[StepLabel]:
+        return await label_candidate(policy, execute, problems[cand.problem_id], cand, rollouts=config.rollouts,
+                                     temperature=config.temperature, top_p=generate.top_p if generate else 1.0,
+                                     max_tokens=config.max_tokens, seed=config.seed,
+                                     reference_rollouts=config.reference_rollouts)
+
+    with stage(rundir / "label", "label", config, [exec_store(rundir).path]) as st:
+        done = {(k[0], k[1]) for k in store.keys()}
+        todo = [c for c in executed_candidates(rundir, "train") if (c.problem_id, c.candidate_id) not in done]
+        if config.pool_labels == "outcome":  # no policy can continue a strong model's prefix: its outcome
+            pool = [c for c in todo if c.provenance == "pool"]
+            st.count("labels", store.append(lb for c in pool for lb in outcome_labels(c)))
+            st.save()
+            todo = [c for c in todo if c.provenance != "pool"]
+            if not todo:
+                return st.manifest.counts.get("labels", 0)
+        if generate is None and config.rollouts:
+            raise ValueError(f"{len(todo)} candidates need rollouts from a policy: set the generate section "
+                             "(--set generate.model=... generate.backend=...)")
+
+        def save(labels: list[StepLabel]) -> None:
+            st.count("labels", store.append(labels))
+            st.count("rollouts", sum(lb.n_rollouts for lb in labels if not lb.final))
+            st.save()
+
+        run_all(todo, one, save, policy=policy, config=generate if config.rollouts else None,
+                 limit=in_flight(generate, config.rollouts) if generate and config.rollouts else 8, desc="label")
+        return st.manifest.counts.get("labels", 0)
+
+
+def final_labels(candidates: Sequence[Candidate]) -> dict[tuple[str, str, int], StepLabel]:
+    """Clean labels from the candidates' own test outcomes, at their last step (the meta set); every key is
+    present, so encoding keeps the candidate, and only the last is used."""
+    return {(lb.problem_id, lb.candidate_id, lb.step_index): lb for c in candidates for lb in outcome_labels(c)}

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,78 +17,15 @@ from torch import Tensor
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from trainer.runs import progress
+from trainer.batch import LabelledBatch, select_positions
+from trainer.config import CorrectConfig, Mode
+from trainer.manifest import progress
 
 logger = logging.getLogger(__name__)
-
-Mode = Literal["labels", "weights"]
-
-
-@dataclass(frozen=True)
-class CorrectConfig:
-    """The ``correct`` stage; defaults follow the authors' released code (1 unrolled step, weights in [0, 2])."""
-
-    mode: Mode = field(default="labels", metadata={
-        "help": "labels: learn ỹ = σ(β), β from the MC labels; weights: learn per-sample weights (authors' variant)"})
-    inner_steps: int = field(default=1, metadata={"help": "virtual SGD steps unrolled for the hypergradient"})
-    inner_lr: float = field(default=0.1, metadata={"help": "learning rate of the virtual SGD step(s)"})
-    lr: float = field(default=1e-4, metadata={"help": "learning rate of the real PRM optimizer"})
-    optimizer: Literal["adamw", "sgd"] = field(default="adamw", metadata={"help": "real PRM optimizer"})
-    beta_lr: float = field(default=0.1, metadata={"help": "Adam learning rate of β (labels) or w (weights)"})
-    iterations: int = field(default=1000, metadata={"help": "outer iterations (one β step + one θ step each)"})
-    batch_size: int = field(default=8, metadata={"help": "sequences per inner minibatch (full-table input only)"})
-    meta_batch_size: int = field(default=8, metadata={"help": "sequences per meta minibatch (full-table input)"})
-    label_clip: float = field(default=1e-3, metadata={"help": "labels clipped to [eps, 1-eps] before logit(·)"})
-    weight_clamp: tuple[float, float] = field(default=(0.0, 2.0), metadata={
-        "help": "weights clamped to this range after every outer step, as the authors' code does"})
-    seed: int = field(default=0, metadata={"help": "seed of the minibatch order (model init is the caller's)"})
-    log_every: int = field(default=50, metadata={"help": "log and record history every n iterations"})
-    max_tokens: int = field(default=0, metadata={
-        "help": "tokens per sequence here (memory grows fast with the unrolled step); 0: fit.max_tokens"})
-    warm_start: bool = field(default=False, metadata={
-        "help": "both variants continue from the fit stage's LoRA adapter and head (an adapter checkpoint) "
-                "instead of starting from the base model"})
-
-    def __post_init__(self) -> None:
-        if self.inner_steps < 1 or self.iterations < 0 or self.log_every < 1 or self.max_tokens < 0:
-            raise ValueError("inner_steps and log_every must be >= 1, iterations >= 0")
-        if not 0.0 < self.label_clip < 0.5:
-            raise ValueError("label_clip must be in (0, 0.5)")
-        if not 0.0 <= self.weight_clamp[0] < self.weight_clamp[1]:
-            raise ValueError("weight_clamp must be (low, high) with 0 <= low < high")
-
-
-@dataclass(frozen=True, slots=True)
-class LabelledBatch:
-    """Model inputs plus N labelled positions into the model's (B, T) logits.
-
-    ``inputs`` go to the model as keyword arguments (first dim B); ``positions`` (N, 2) are (row, token)
-    pairs; ``labels`` (N,) are targets in [0, 1]; ``sample_ids`` (N,) index the global table of step
-    labels, i.e. the entry of β or w that each position learns (unused in meta batches).
-    """
-
-    inputs: dict[str, Tensor]
-    positions: Tensor
-    labels: Tensor
-    sample_ids: Tensor
-
-    def __post_init__(self) -> None:
-        n = self.labels.shape[0]
-        if self.labels.dim() != 1 or self.positions.shape != (n, 2) or self.sample_ids.shape != (n,):
-            raise ValueError("need positions (N, 2), labels (N,) and sample_ids (N,)")
-
-    def to(self, device: torch.device) -> LabelledBatch:
-        return LabelledBatch({k: v.to(device) for k, v in self.inputs.items()}, self.positions.to(device),
-                             self.labels.to(device), self.sample_ids.to(device))
 
 
 Select = Callable[[Tensor, LabelledBatch], Tensor]
 Batches = LabelledBatch | Sequence[LabelledBatch] | Callable[[int], LabelledBatch]
-
-
-def select_positions(logits: Tensor, batch: LabelledBatch) -> Tensor:
-    """The default ``select``: step logits (N,) at ``batch.positions`` of the (B, T) model output."""
-    return logits[batch.positions[:, 0], batch.positions[:, 1]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from trainer.data import DataLeakError, split_problems
+from trainer.data import DataLeakError, assert_no_leak, split_problems
 from trainer.generate import make_candidate
+from trainer.manifest import stage
 from trainer.records import Candidate, Problem, TestCase
+from trainer.rundir import RunProblem, candidates_store, problems_store
 
 logger = logging.getLogger(__name__)
 
@@ -113,3 +115,22 @@ def pool_summary(candidates: Sequence[Candidate]) -> dict[str, Any]:
         row["candidates"] += 1
         row["passed"] += int(bool(c.exec and c.exec.passed))
     return json.loads(json.dumps(by_model, sort_keys=True))
+
+
+def import_pools(run: Path, pools: Sequence[Path], *, limit: int | None = None,
+                 eval_pools: Sequence[Path] = ()) -> int:
+    """Real models' candidates (``trainer.pools``) into the run: their problems with the hash split's part
+    (``eval_pools``: all in dev), their candidates as provenance ``pool``. Idempotent: a rerun adds nothing
+    twice. ``execute`` grades them."""
+    loaded = load_pools(pools, limit=limit) + load_pools(eval_pools, limit=limit, eval_only=True)
+    # a problem already in dev must not come back as training data (nor a dev one as a training problem)
+    assert_no_leak({p.id for part, p, _ in loaded if part != "dev"},
+                   {r.problem.id for r in problems_store(run).read() if r.part == "dev"})
+    assert_no_leak({p.id for part, p, _ in loaded if part == "dev"},
+                   {r.problem.id for r in problems_store(run).read() if r.part != "dev"})
+    problems_store(run).append(RunProblem(part=part, problem=problem) for part, problem, _ in loaded)
+    with stage(run / "generate" / "pools", "import-pools", {"pools": [str(p) for p in pools], "limit": limit,
+                                                                 "eval_pools": [str(p) for p in eval_pools]},
+               allow_config_change=True) as st:  # additive and idempotent: another pool may join later
+        st.count("candidates", candidates_store(run).append(c for _, _, cands in loaded for c in cands))
+        return st.manifest.counts.get("candidates", 0)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.evaluate import auroc
+from trainer.metrics import auroc
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ErrorKind = Literal["passed", "wrong_answer", "runtime_error", "timeout", "memory", "output_limit",
-                    "syntax_error", "killed", "sandbox_error", "budget_exceeded"]
+from service.sandbox.records import Status
+
+ErrorKind = Status  # the sandbox's verdict kinds
 
 
 class TestCase(BaseModel):

@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from trainer.evaluate import Comparison, Estimate, EvalReport, ScorerResult
+from trainer.metrics import Comparison, Estimate, EvalReport, ScorerResult
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.aggregate import AGGREGATIONS, aggregate
+from trainer.manifest import progress
 from trainer.ranking import Ranked, RankingReport, rank_report, report_markdown
 from trainer.records import Candidate, Problem, ProblemScores
-from trainer.runs import JsonlStore, atomic_write_text, progress
+from trainer.store import JsonlStore, atomic_write_text
 
 if TYPE_CHECKING:
     from service.model import DType

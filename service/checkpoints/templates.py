@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.encoding import ELISION, MIN_PROBLEM_TOKENS, Encoded, append_steps
-from service.errors import InputTooLong, InvalidInput
+from service.errors import InvalidInput, check_limit, over_limit
 
 TRL_TEMPLATE = "trl-prm"
 QWEN_PRM_TEMPLATE = "qwen2.5-math-prm"
@@ -87,8 +87,7 @@ def encode_rendered(tok: TextTokenizer, render: Render, problem: str, steps: Seq
     while len(ids) > max_tokens and kept > 1:
         kept -= 1
         ids = tok.encode(render(problem, steps[:kept]))
-    if len(ids) > max_tokens:
-        raise InputTooLong(f"the first step alone needs {len(ids)} tokens; the limit is {max_tokens}")
+    check_limit(len(ids), max_tokens, "the first step alone needs {n} tokens")
     positions = [i for i, t in enumerate(ids) if t == separator_id]
     if len(positions) != kept:
         raise InvalidInput(f"the input has {len(positions)} step separators for {kept} steps: the problem or a "
@@ -118,7 +117,7 @@ def encode_rows(tok: TextTokenizer, build: Callable[[str], list[str]], head: Cal
             break
         kept.append(r)
     if not kept:
-        raise InputTooLong(f"the first step alone needs {len(rows[0])} tokens; the limit is {max_tokens}")
+        raise over_limit(len(rows[0]), max_tokens, "the first step alone needs {n} tokens")
     head_ids = tok.encode(head(problem), add_special_tokens=add_special_tokens)
     encoded = tuple(Encoded(r, [_last_read(r, pad_id)], False, 1, min(common_prefix(r, head_ids), len(r) - 1))
                     for r in kept)

@@ -18,7 +18,7 @@ from typing import Protocol, cast, runtime_checkable
 from service.aggregate import Aggregation, aggregate, sigmoid
 from service.checkpoints.manifest import PRMManifest
 from service.encoding import Encoded
-from service.errors import InputTooLong, InvalidInput, ModelNotFound, ModelNotReady, PRMError
+from service.errors import InputTooLong, InvalidInput, ModelNotFound, ModelNotReady, PRMError, check_limit
 from service.schemas import (
     AggregateScores,
     ModelInfo,
@@ -193,8 +193,7 @@ class ScoringEngine:
         if isinstance(req, ScoreItem):
             return await self.score_item(req)
         self.check_model(req.model)
-        if len(req.items) > self.settings.max_items:
-            raise InputTooLong(f"{len(req.items)} items in one request; the limit is {self.settings.max_items}")
+        check_limit(len(req.items), self.settings.max_items, "{n} items in one request")
         results = await asyncio.gather(*(self._score_indexed(i, it, req) for i, it in enumerate(req.items)))
         return ScoreBatchResponse(items=list(results), model=self.model.name)
 
@@ -225,8 +224,7 @@ class ScoringEngine:
 
     async def rewards(self, req: RewardRequest) -> RewardResponse:
         """OpenRLHF's contract: one reward (the aggregate score) per query; unscorable queries get 0."""
-        if len(req.query) > self.settings.max_items:
-            raise InputTooLong(f"{len(req.query)} queries in one request; the limit is {self.settings.max_items}")
+        check_limit(len(req.query), self.settings.max_items, "{n} queries in one request")
 
         async def one(item: ScoreItem | str) -> float:
             if isinstance(item, str):
@@ -258,14 +256,12 @@ class ScoringEngine:
 
     async def _split(self, code: str, language: str) -> SplitResult:
         result = await self.splitter.split(code, language)  # off the event loop (large ones: a process)
-        if len(result.steps) > self.settings.max_steps:
-            raise InputTooLong(f"code has {len(result.steps)} steps; the limit is {self.settings.max_steps}")
+        check_limit(len(result.steps), self.settings.max_steps, "code has {n} steps")
         return result
 
     async def _prepare(self, item: ScoreItem) -> _Prepared:
         if item.steps is not None:
-            if len(item.steps) > self.settings.max_steps:
-                raise InputTooLong(f"{len(item.steps)} steps given; the limit is {self.settings.max_steps}")
+            check_limit(len(item.steps), self.settings.max_steps, "{n} steps given")
             split = SplitResult(steps_from_texts(item.steps), parsed=True)
         else:
             assert item.code is not None  # the schema guarantees code or steps

@@ -18,7 +18,7 @@ from typing import Literal
 
 from service.aggregate import Aggregation
 from service.cof import cof_prompt
-from service.errors import InputTooLong, InvalidInput, PolicyError, PolicyTimeout
+from service.errors import InputTooLong, InvalidInput, PolicyError, PolicyTimeout, check_limit
 from service.policy import Generation, Policy, PolicySpec, cof_program, cof_request, make_policy
 from service.sandbox import Limits, TestSpec, TestType
 from service.sandbox.examples import EXAMPLE_SETUP, extract_examples
@@ -124,8 +124,7 @@ class Reranker:
         start = time.perf_counter()
         agg: Aggregation = req.aggregation or self.settings.default_aggregation \
             or self.engine.model.manifest.default_aggregation
-        if req.public_tests and len(req.public_tests) > self.settings.max_public_tests:
-            raise InputTooLong(f"{len(req.public_tests)} public tests; the limit is {self.settings.max_public_tests}")
+        check_limit(len(req.public_tests or ()), self.settings.max_public_tests, "{n} public tests")
         session = self._sandbox_session(req)
         tests = await self._tests(req)
         extracted = time.perf_counter()
@@ -173,8 +172,7 @@ class Reranker:
     # --- steps ------------------------------------------------------------------------------
 
     def _check_count(self, n: int) -> None:
-        if n > self.settings.max_candidates:
-            raise InputTooLong(f"{n} candidates in one rerank; the limit is {self.settings.max_candidates}")
+        check_limit(n, self.settings.max_candidates, "{n} candidates in one rerank")
 
     async def _get_policy(self) -> Policy:
         async with self._policy_lock:

@@ -95,3 +95,18 @@ def test_references_and_mutants_need_no_policy(tmp_path: Path, capsys: pytest.Ca
             assert values == [1.0] * len(values)
         elif not passed[key]:  # a killed mutant: right until its mutated step, wrong from there on
             assert values == sorted(values, reverse=True)
+
+
+@pytest.mark.parametrize("stage", ["generate", "execute", "label", "fit", "correct", "evaluate", "export"])
+def test_help_lists_every_setting_of_the_stage(stage: str, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from trainer.__main__ import SECTIONS
+
+    monkeypatch.setenv("COLUMNS", "400")  # one setting per line
+    code, out, _ = run_main([stage, "--help"], capsys)
+    assert code == 0
+    for f in dataclasses.fields(SECTIONS[stage]):
+        help_text = f.metadata.get("help", "")
+        assert f"{stage}.{f.name}: {help_text}" in " ".join(out.split()), f.name

@@ -9,16 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 
-from trainer.meta_correct import (
-    CorrectConfig,
-    LabelledBatch,
-    Mode,
-    correct_labels,
-    fit_plain,
-    hypergradient,
-    meta_loss,
-    minibatches,
-)
+from trainer.batch import LabelledBatch
+from trainer.config import CorrectConfig
+from trainer.meta_correct import Mode, correct_labels, fit_plain, hypergradient, meta_loss, minibatches
 
 if TYPE_CHECKING:
     from service.model import PRMNetwork

@@ -10,8 +10,9 @@ from service.steps import split_code
 from tests.conftest import shared_data
 from tests.trainer.fake_policy import FakePolicy
 from trainer.config import GenerateConfig
+from trainer.generate import run as generate_stage
 from trainer.mutate import mutants
-from trainer.pipeline import candidates_store, generate_stage, select_split
+from trainer.rundir import candidates_store, select_split
 
 CODE = '''import sys
 

@@ -18,31 +18,28 @@ from service.model import PRMModel
 from tests.conftest import shared_data
 from tests.tiny import save_tiny_lm, tiny_prm
 from tests.trainer.fake_policy import FakePolicy
-from trainer.config import EvaluateConfig, ExecuteConfig, ExportConfig, FitConfig, GenerateConfig, LabelConfig
+from trainer.config import (
+    CorrectConfig,
+    EvaluateConfig,
+    ExecuteConfig,
+    ExportConfig,
+    FitConfig,
+    GenerateConfig,
+    LabelConfig,
+)
+from trainer.correct import load_adapter_rows_and_head, load_lora
+from trainer.correct import run as correct_stage
+from trainer.evaluate import run as evaluate_stage
+from trainer.execute import run as execute_stage
 from trainer.export import export_checkpoint
-from trainer.fit import build_examples, collate, fit, prepare_trainable
+from trainer.export import run as export_stage
+from trainer.fit import build_examples, collate, fit, init_prm, prepare_trainable, weights_of
+from trainer.fit import run as fit_stage
 from trainer.generate import make_candidate
-from trainer.meta_correct import CorrectConfig
-from trainer.pipeline import (
-    candidates_store,
-    execute_stage,
-    executed_candidates,
-    generate_stage,
-    label_stage,
-    label_table,
-    select_split,
-)
-from trainer.pipeline_train import (
-    _load_adapter_rows_and_head,
-    _load_lora,
-    _weights,
-    correct_stage,
-    evaluate_stage,
-    export_stage,
-    fit_stage,
-    init_prm,
-)
+from trainer.generate import run as generate_stage
+from trainer.label import run as label_stage
 from trainer.records import StepLabel
+from trainer.rundir import candidates_store, executed_candidates, label_table, select_split
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -160,9 +157,9 @@ def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path, mo
     assert read_manifest(fitted).weights == "adapter" and not (fitted / "backbone").exists()
     # warm start reproduces the fit model exactly before any correction step
     start = init_prm(str(base), max_tokens=fit_cfg.max_tokens, seed=0)
-    _load_adapter_rows_and_head(start, fitted)
+    load_adapter_rows_and_head(start, fitted)
     network = prepare_trainable(start.network, fit_cfg, start.separator_id).eval()
-    _load_lora(network, fitted)
+    load_lora(network, fitted)
     served_fit = PRMModel.load(fitted, device="cpu", dtype="float32")
     cand = executed_candidates(work, "dev")[0]
     problem = next(p for p in select_split(shared_data("leetcodedataset_train.jsonl"), {"dev": 3})
@@ -227,9 +224,9 @@ def test_adapter_refuses_another_base(tmp_path: Path) -> None:
 
 
 def test_adapter_needs_a_local_hashable_base(tmp_path: Path) -> None:
-    assert _weights(FitConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct")) == "full"  # a hub id: no local file
-    assert _weights(FitConfig(model="smollm2")) == "adapter"
-    assert _weights(FitConfig(model="smollm2", lora=False)) == "full"
+    assert weights_of(FitConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct")) == "full"  # a hub id: no local file
+    assert weights_of(FitConfig(model="smollm2")) == "adapter"
+    assert weights_of(FitConfig(model="smollm2", lora=False)) == "full"
     with pytest.raises(InvalidInput, match="not a local file or directory"):
         base_sha256(tmp_path / "missing")
     spec = {"name": "a", "base_model": {"id": "x"}, "head": {"in_features": 4}, "weights": "adapter"}

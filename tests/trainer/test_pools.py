@@ -9,9 +9,9 @@ import pytest
 
 from trainer.data import DataLeakError
 from trainer.label import outcome_labels
-from trainer.pipeline import candidates_store, import_pools, problems_store
-from trainer.pools import load_pools, pool_candidates, read_pool
+from trainer.pools import import_pools, load_pools, pool_candidates, read_pool
 from trainer.records import ExecSummary
+from trainer.rundir import candidates_store, problems_store
 from trainer.verify import prm_scores, sections
 
 

@@ -1,6 +1,6 @@
 """Request examples for the OpenAPI document: what Swagger UI's "Try it out" sends, and ReDoc shows.
 
-Plain data (every example is a valid request; ``tests/service/test_web_docs.py`` posts each one).
+Plain data (every example is a valid request; ``tests/service/http/test_web_docs.py`` posts each one).
 Each body gives ``code`` or ``steps``, never both.
 """
 

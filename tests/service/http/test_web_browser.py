@@ -26,7 +26,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 KEY = "playground-key"
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 PROBLEM = "Read two integers from one line of stdin and print their sum."
 PROGRAM = "def main():\n    a, b = map(int, input().split())\n    print(add(a, b))\n\n\ndef add(a, b):\n" \
           "    return a + b\n\n\nmain()\n"

@@ -16,7 +16,7 @@ from service.http.web.examples import REQUEST_EXAMPLES
 from service.http.web.playground import STATIC
 from service.serving.engine import ScoringEngine
 from service.settings import Settings
-from tests.service.test_rerank import GOOD, ScriptedPolicy
+from tests.service.serving.test_rerank import GOOD, ScriptedPolicy
 
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)
 

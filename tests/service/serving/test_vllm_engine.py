@@ -1,7 +1,7 @@
 """The vllm scoring engine (``DREAMPRM_ENGINE=vllm``) against a fake vLLM pooling server that computes its rows
 with the torch scorer of the same export: same scores and truncation as the torch engine, STEP and ALL pooling,
 errors (503 + Retry-After when the engine is down, 502 when it answers nonsense), /ready following its health,
-and no torch in the process. The real vLLM server: tests/service/test_vllm_engine_live.py."""
+and no torch in the process. The real vLLM server: tests/service/serving/test_vllm_engine_live.py."""
 
 from __future__ import annotations
 
@@ -215,5 +215,5 @@ print(json.dumps({"logits": m.forward([m.encode("p", ["def main():\n    pass\n"]
 
 def test_the_vllm_engine_never_imports_torch(tiny_hf_export: Path) -> None:
     out = subprocess.run([sys.executable, "-c", ENGINE_WITHOUT_TORCH, str(tiny_hf_export)], capture_output=True,
-                         text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[3])
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"logits": [[0.5]], "torch": False}

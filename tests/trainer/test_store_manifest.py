@@ -26,8 +26,9 @@ from trainer.config import (
     config_from_dict,
     config_to_dict,
 )
+from trainer.manifest import ConfigChangedError, RunManifest, progress, stage, start_run
 from trainer.records import StepLabel
-from trainer.runs import ConfigChangedError, JsonlStore, RunManifest, progress, stage, start_run
+from trainer.store import JsonlStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def lines(path: Path) -> list[bytes]:
 WORKER = """
 import sys
 from pydantic import BaseModel
-from trainer.runs import JsonlStore
+from trainer.store import JsonlStore
 
 class Rec(BaseModel):
     k: int
@@ -122,7 +123,7 @@ def test_keys_see_appends_of_another_store(tmp_path: Path) -> None:
 def test_torn_last_line_is_repaired_on_open(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "recs.jsonl"
     path.write_bytes(b'{"k":1,"text":""}\n{"k":2,"text":""}\n{"k":3,"te')
-    with caplog.at_level(logging.WARNING, logger="trainer.runs"):
+    with caplog.at_level(logging.WARNING, logger="trainer.store"):
         store = open_store(path)
     assert "torn last line" in caplog.text
     assert path.read_bytes() == b'{"k":1,"text":""}\n{"k":2,"text":""}\n'
@@ -303,7 +304,7 @@ def test_manifest_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_progress_is_a_bar_on_a_tty_and_log_lines_otherwise(capsys: pytest.CaptureFixture[str],
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="trainer.runs"):
+    with caplog.at_level(logging.INFO, logger="trainer.manifest"):
         assert list(progress(range(3), total=3, desc="quiet")) == [0, 1, 2]
         assert capsys.readouterr().err == "" and not caplog.records  # faster than one log interval
         assert list(progress(range(3), total=3, desc="logged", log_every_s=0)) == [0, 1, 2]

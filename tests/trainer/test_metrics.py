@@ -1,4 +1,4 @@
-"""Best-of-N evaluation (trainer.evaluate) and its report files (trainer.report) on hand-built cases."""
+"""Best-of-N metrics (trainer.metrics) and its report files (trainer.report) on hand-built cases."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from service.aggregate import sigmoid
-from trainer.evaluate import Baseline, Estimate, EvalCandidate, EvalReport, auroc, calibration, evaluate
+from trainer.metrics import Baseline, Estimate, EvalCandidate, EvalReport, auroc, calibration, evaluate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -19,7 +19,7 @@ from service.steps import split_code
 from tests.live import wait_until_up
 from tests.service.redis_server import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def big_program(n_bytes: int, functions: int = 100) -> str:
