@@ -1,4 +1,5 @@
-"""Python SDK of the DreamPRM-Code service: ``PRMClient`` (sync) and ``AsyncPRMClient`` (asyncio).
+"""Python SDK of the DreamPRM-Code service: ``PRMClient`` (sync) and ``AsyncPRMClient`` (asyncio), in one module
+because they share request building and error mapping (``_Base``) and differ only in transport.
 
 Requests and responses are the service's own pydantic schemas (``service.schemas``); an error body
 comes back as the same exception class the service raised (``service.errors``), and a request the

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from service.checkpoints.backbone import cast_parameters, load_causal_lm, resolve_base
+from service.checkpoints.adapter import adapter_backbone, vocab_rows
+from service.checkpoints.backbone import cast_parameters
 from service.checkpoints.manifest import (
     ADAPTER_FILE,
     BACKBONE_DIR,
@@ -114,7 +114,7 @@ class PRMModel:
                                     head=HeadSpec(in_features=base.config.hidden_size),
                                     max_tokens=max_tokens)
         tokenizer.add_tokens([manifest_stub.separator_token], special_tokens=True)
-        if _vocab_rows(base) < len(tokenizer):
+        if vocab_rows(base) < len(tokenizer):
             base.resize_token_embeddings(len(tokenizer))
         gen = torch.Generator().manual_seed(seed)
         head = torch.nn.Linear(base.config.hidden_size, 1, bias=True)
@@ -140,7 +140,7 @@ class PRMModel:
         dev = _pick_device(device)
         torch_dtype = pick_dtype(dtype, dev)
         if manifest.weights == "adapter":
-            backbone, tokenizer = _adapter_backbone(checkpoint, manifest, base,
+            backbone, tokenizer = adapter_backbone(checkpoint, manifest, base,
                                                     trust_remote_code=trust_remote_code)
             backbone = cast_parameters(backbone, torch_dtype)
         else:
@@ -151,7 +151,7 @@ class PRMModel:
         hidden = backbone.config.hidden_size
         if manifest.head.in_features != hidden:
             raise InvalidInput(f"head expects {manifest.head.in_features} features, backbone has {hidden}")
-        if _vocab_rows(backbone) < len(tokenizer):
+        if vocab_rows(backbone) < len(tokenizer):
             raise InvalidInput("tokenizer is larger than the backbone's embedding table")
         head = torch.nn.Linear(hidden, 1, bias=manifest.head.bias)
         head.load_state_dict(load_file(str(checkpoint / HEAD_FILE)))
@@ -286,61 +286,6 @@ class PRMModel:
     def warm_up(self) -> None:
         """A real forward pass, so that ``/ready`` means the model can score."""
         self.forward([self.encode("Print the sum of two integers.", ["def main():\n    pass\n"])])
-
-
-def adapter_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                    added_rows: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The adapter file's tensors: ``{module}.A`` (r, in), ``{module}.B`` (out, r, pre-scaled), and
-    ``embed.added`` (n_added, hidden)."""
-    out = {f"{name}.{k}": t for name, (a, b) in factors.items() for k, t in (("A", a), ("B", b))}
-    out["embed.added"] = added_rows
-    return out
-
-
-def _adapter_backbone(checkpoint: Path, manifest: PRMManifest, base: Path | None, *,
-                      trust_remote_code: bool) -> tuple[PreTrainedModel, Any]:
-    """The base model (fp32) with the adapter applied: low-rank updates merged, tokens added."""
-    adapter = manifest.adapter
-    assert adapter is not None  # the manifest validator requires it
-    source = resolve_base(manifest, base, where=checkpoint)
-    try:
-        tensors = load_file(str(checkpoint / ADAPTER_FILE))
-    except (OSError, SafetensorError) as exc:
-        raise InvalidInput(f"{checkpoint / ADAPTER_FILE} cannot be read: {exc}") from exc
-    lm, tokenizer = load_causal_lm(source, dtype=torch.float32, trust_remote_code=trust_remote_code)
-    backbone = cast(PreTrainedModel, getattr(lm, "base_model", lm))
-    if len(tokenizer) != adapter.first_added_id:
-        raise InvalidInput(f"base tokenizer has {len(tokenizer)} tokens, the adapter expects "
-                           f"{adapter.first_added_id}")
-    tokenizer.add_tokens(adapter.added_tokens, special_tokens=True)
-    if tokenizer.convert_tokens_to_ids(adapter.added_tokens) != list(
-            range(adapter.first_added_id, adapter.first_added_id + len(adapter.added_tokens))):
-        raise InvalidInput("the adapter's added tokens did not get the ids it was trained with")
-    if _vocab_rows(backbone) < len(tokenizer):  # as PRMModel.create does: grow only
-        backbone.resize_token_embeddings(len(tokenizer))
-    expected = {f"{m}.{k}" for m in adapter.modules for k in ("A", "B")} | {"embed.added"}
-    if set(tensors) != expected:
-        raise InvalidInput(f"{ADAPTER_FILE} holds {sorted(set(tensors) ^ expected)[:4]} unlike prm.json's adapter")
-    modules = dict(backbone.named_modules())
-    with torch.no_grad():
-        rows = tensors["embed.added"]
-        embed = cast(torch.nn.Embedding, backbone.get_input_embeddings()).weight
-        if rows.shape != (len(adapter.added_tokens), embed.shape[1]):
-            raise InvalidInput(f"adapter embedding rows have shape {tuple(rows.shape)}")
-        embed[adapter.first_added_id:adapter.first_added_id + len(adapter.added_tokens)] = rows
-        for name in adapter.modules:
-            layer = modules.get(name)
-            if not isinstance(layer, torch.nn.Linear):
-                raise InvalidInput(f"adapter module {name!r} is not a Linear layer of the base model")
-            a, b = tensors[f"{name}.A"], tensors[f"{name}.B"]
-            if a.shape != (adapter.rank, layer.in_features) or b.shape != (layer.out_features, adapter.rank):
-                raise InvalidInput(f"adapter tensors of {name!r} do not fit the layer")
-            layer.weight += b @ a
-    return backbone, tokenizer
-
-
-def _vocab_rows(model: PreTrainedModel) -> int:
-    return int(cast(torch.nn.Embedding, model.get_input_embeddings()).weight.shape[0])
 
 
 def _pick_device(device: Device) -> torch.device:

@@ -27,6 +27,9 @@ class _Request(BaseModel):
 
 
 class StepOut(BaseModel):
+    # one ``service.steps.Step`` on the wire and in the trainer's candidate records (``StepOut.model_validate(step)``)
+    model_config = ConfigDict(from_attributes=True)
+
     index: int
     kind: StepKind
     name: str

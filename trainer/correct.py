@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
-from service.checkpoints.manifest import ADAPTER_FILE, HEAD_FILE, read_manifest
-from service.model import PRMModel, PRMNetwork
+from service.checkpoints.adapter import load_added_rows_and_head, load_lora
 from trainer.config import CorrectConfig, FitConfig, config_to_dict
 from trainer.fit import (
     batch_sampler,
@@ -34,38 +32,6 @@ def _write_corrected(run: Path, table: list[StepLabel], corrected: torch.Tensor,
     atomic_write_text(run / "correct" / "labels.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def load_adapter_rows_and_head(model: PRMModel, checkpoint: Path) -> None:
-    """Warm start, before peft wraps the backbone: the checkpoint's added embedding rows and value head."""
-    manifest = read_manifest(checkpoint)
-    if manifest.weights != "adapter" or manifest.adapter is None:
-        raise ValueError(f"warm start needs an adapter checkpoint; {checkpoint} has {manifest.weights} weights")
-    if manifest.base_model.sha256 != model.manifest.base_model.sha256:
-        raise ValueError(f"{checkpoint} was trained on another base model")
-    rows = load_file(str(checkpoint / ADAPTER_FILE))["embed.added"]
-    first = manifest.adapter.first_added_id
-    with torch.no_grad():
-        model.network.backbone.get_input_embeddings().weight[first:first + rows.shape[0]] = rows
-        model.network.head.load_state_dict(load_file(str(checkpoint / HEAD_FILE)))
-
-
-def load_lora(network: PRMNetwork, checkpoint: Path) -> None:
-    """Warm start, after peft wrapped the backbone: the checkpoint's LoRA factors (same rank and modules)."""
-    tensors = load_file(str(checkpoint / ADAPTER_FILE))
-    loaded = 0
-    with torch.no_grad():
-        for name, module in network.backbone.named_modules():
-            key = name.removeprefix("base_model.model.")
-            if f"{key}.A" in tensors and hasattr(module, "lora_A"):
-                a, b = tensors[f"{key}.A"], tensors[f"{key}.B"]
-                if a.shape != module.lora_A["default"].weight.shape:
-                    raise ValueError(f"{checkpoint}: LoRA rank or shape of {key} differs from fit.lora_r")
-                module.lora_A["default"].weight.copy_(a)
-                module.lora_B["default"].weight.copy_(b / float(module.scaling["default"]))
-                loaded += 1
-    if loaded * 2 != sum(1 for k in tensors if k.endswith((".A", ".B"))):
-        raise ValueError(f"{checkpoint}: its LoRA modules differ from fit.target_modules")
-
-
 def run(rundir: Path, fit_config: FitConfig, config: CorrectConfig) -> dict[str, Any]:
     """Meta label correction, and the same loop on the uncorrected MC labels for the ablation."""
     inputs = [labels_store(rundir).path]
@@ -75,7 +41,7 @@ def run(rundir: Path, fit_config: FitConfig, config: CorrectConfig) -> dict[str,
             model = init_prm(fit_config.model, max_tokens=fit_config.serve_max_tokens, seed=fit_config.seed)
             train, table, meta = run_examples(rundir, model, config.max_tokens or fit_config.max_tokens)
             if config.warm_start:
-                load_adapter_rows_and_head(model, rundir / "fit" / "checkpoint")
+                load_added_rows_and_head(model, rundir / "fit" / "checkpoint")
             network = prepare_trainable(model.network, fit_config, model.separator_id)
             if config.warm_start:
                 load_lora(network, rundir / "fit" / "checkpoint")

@@ -5,27 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from service.aggregate import Aggregation
+from service.checkpoints.adapter import adapter_tensors, copy_adapter_checkpoint, lora_factors
 from service.checkpoints.manifest import (
-    ADAPTER_FILE,
-    HEAD_FILE,
     AdapterSpec,
     BaseModelSpec,
     HeadSpec,
     PRMManifest,
     Probe,
-    atomic_checkpoint_dir,
     read_manifest,
-    write_manifest,
 )
 from service.encoding import STEP_SEPARATOR
-from service.model import PRMModel, PRMNetwork, adapter_tensors
+from service.model import PRMModel, PRMNetwork
 from trainer.config import ExportConfig
 from trainer.manifest import stage, stage_seconds
 from trainer.records import Candidate, Problem, StepLabel, TRLRow
@@ -71,32 +66,6 @@ def export_checkpoint(network: PRMNetwork, tokenizer: Any, out: Path, *, name: s
                                                                 logits=logits)})
     model.save(out, overwrite=True, extra_files={"MODEL_CARD.md": card}, adapter=tensors)
     return model
-
-
-def copy_adapter_checkpoint(source: Path, out: Path, manifest: PRMManifest, *, card: str,
-                            files: Sequence[Path] = ()) -> None:
-    """``source``'s adapter and head, unchanged, with a new ``prm.json``, card and ``files`` (the card's
-    figures), written atomically."""
-    with atomic_checkpoint_dir(out) as tmp:
-        for name in (ADAPTER_FILE, HEAD_FILE):
-            shutil.copyfile(source / name, tmp / name)
-        for path in files:
-            shutil.copyfile(path, tmp / path.name)
-        write_manifest(tmp, manifest)
-        (tmp / "MODEL_CARD.md").write_text(card)
-
-
-def lora_factors(network: PRMNetwork) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(A, scaling · B) of every LoRA layer of a peft-wrapped backbone, by the base model's module name."""
-    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for name, module in network.backbone.named_modules():
-        lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
-        if isinstance(lora_a, torch.nn.ModuleDict) and isinstance(lora_b, torch.nn.ModuleDict) and "default" in lora_a:
-            scale = float(module.scaling["default"])
-            out[name.removeprefix("base_model.model.")] = (
-                lora_a["default"].weight.detach().float().clone(),
-                (lora_b["default"].weight.detach().float() * scale).clone())
-    return out
 
 
 def trl_rows(problems: Mapping[str, Problem], candidates: Iterable[Candidate],

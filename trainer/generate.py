@@ -32,9 +32,7 @@ def make_candidate(problem: Problem, candidate_id: str, code: str, *, policy: st
     """A candidate record with its steps (from the service's splitter: one splitter everywhere)."""
     try:
         split = split_code(code)
-        steps = [StepRecord(index=s.index, kind=s.kind, name=s.name, start_line=s.start_line,
-                            end_line=s.end_line, start_byte=s.start_byte, end_byte=s.end_byte, text=s.text)
-                 for s in split.steps]
+        steps = [StepRecord.model_validate(s) for s in split.steps]
         parsed = split.parsed
     except InvalidInput:  # empty or statement-free generation: kept, it fails its tests
         steps, parsed = [], False

@@ -1,6 +1,7 @@
 """Best-of-N evaluation (DESIGN §7 evaluate, §9): selected pass@1, baselines, AUROC, bootstrap CIs, calibration.
 
 Pure numpy over in-memory candidates; imports only numpy and ``service.aggregate`` (no torch, no plotting).
+One pipeline over shared arrays (table, selection, bootstrap, calibration, report rows), hence one module.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.sandbox.records import Status
+from service.schemas import StepOut
 
 ErrorKind = Status  # the sandbox's verdict kinds
 
@@ -49,17 +50,7 @@ class Problem(BaseModel):
         return self.public_tests + self.private_tests
 
 
-class StepRecord(BaseModel):
-    """``service.steps.Step`` as stored in a candidate record."""
-
-    index: int
-    kind: str
-    name: str
-    start_line: int
-    end_line: int
-    start_byte: int
-    end_byte: int
-    text: str
+StepRecord = StepOut  # the wire record of a step, stored as it is
 
 
 class ExecSummary(BaseModel):

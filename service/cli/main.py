@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
@@ -131,7 +130,7 @@ def split(file: Annotated[Path, typer.Argument(help="source file, or - for stdin
             if lang != "python":
                 need_service_extra(f"splitting {lang} locally", ("tree_sitter", "tree_sitter_language_pack"))
             local = split_code(code, lang)
-            result = SplitResponse(steps=[StepOut(**dataclasses.asdict(s)) for s in local.steps],
+            result = SplitResponse(steps=[StepOut.model_validate(s) for s in local.steps],
                                    parsed=local.parsed, language=lang)
     except PRMError as exc:
         fail(exc.message)

@@ -1,5 +1,6 @@
 """Worked examples of a problem statement as public tests (issue #15): doctests, ``f(x) == y`` lines, LeetCode
-``Input:/Output:`` blocks, contest "Sample Input/Output" blocks.
+``Input:/Output:`` blocks, contest "Sample Input/Output" blocks (one reader per form, sharing the bounded line
+scanner and the literal checks, hence one module of that length).
 
 Pure: stdlib only, nothing is evaluated (values are checked with ``ast.literal_eval``/``ast.parse``; the tests
 run only in the sandbox). A block that cannot be read with confidence is skipped and counted, never guessed.

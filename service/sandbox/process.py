@@ -1,6 +1,8 @@
 """One run in the sandbox's process tree: the caller's end of the fork servers (``runner.zygote``), the run's
 fds, pipes and payload, collecting its output and events until EOF or a limit, ending its tree, leasing its uid.
-See the package's docstring for the isolation model. Stdlib only."""
+See the package's docstring for the isolation model. Stdlib only. One module for a run's whole life (launch,
+collect, end, reap) because each step holds what the next one releases (fds, pidfd, uid lease, the server's
+reap)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Child side of ``service.sandbox`` (fork server, launcher, monitor, test runner) and the shared wire format.
 
 Stdlib only and self-contained: the parent passes this file's source to ``python -c``, so it must never
-import ``service`` (or anything outside the stdlib). Nothing runs on import; the ``__main__`` block dispatches.
-``zygote_argv``, ``parse_events`` and ``encode_value`` are shared with the parent (``sandbox``, ``sandbox_judge``).
+import ``service`` (or anything outside the stdlib); that is also why it is one long file, not several.
+Nothing runs on import; the ``__main__`` block dispatches. ``zygote_argv``, ``parse_events`` and
+``encode_value`` are shared with the parent (``service.sandbox.process``, ``service.sandbox.judge``).
 
 ``zygote FD`` (the sandbox interpreter, as the caller's user, started once per caller process with a minimal
 environment): a fork server. Per run it forks the run's top process: own session, the run's fds (stdio;

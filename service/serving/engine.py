@@ -42,7 +42,7 @@ from service.serving.metrics import Metrics
 from service.serving.rl_reward import reward_items
 from service.serving.split_pool import SplitPool
 from service.settings import Settings
-from service.steps import SplitResult, Step, steps_from_texts
+from service.steps import SplitResult, steps_from_texts
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class ScoringEngine:
 
     async def split(self, req: SplitRequest) -> SplitResponse:
         result = await self._split(req.code, req.language)
-        return SplitResponse(steps=[_step_out(s) for s in result.steps], parsed=result.parsed,
+        return SplitResponse(steps=[StepOut.model_validate(s) for s in result.steps], parsed=result.parsed,
                              language=req.language)
 
     async def score(self, req: ScoreRequest) -> ScoreResponse | ScoreBatchResponse:
@@ -305,9 +305,6 @@ def _make_cache(settings: Settings) -> ScoreCache:
     return MemoryCache(settings.cache_size)
 
 
-def _step_out(s: Step) -> StepOut:
-    return StepOut(index=s.index, kind=s.kind, name=s.name, start_line=s.start_line, end_line=s.end_line,
-                   start_byte=s.start_byte, end_byte=s.end_byte, text=s.text)
 
 
 def _response(split: SplitResult, scored: CachedScore, agg: Aggregation, *, cached: bool,

@@ -11,6 +11,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from service.checkpoints.adapter import load_added_rows_and_head, load_lora
 from service.checkpoints.backbone import base_sha256
 from service.checkpoints.manifest import PRMManifest, read_manifest
 from service.errors import InvalidInput
@@ -27,7 +28,6 @@ from trainer.config import (
     GenerateConfig,
     LabelConfig,
 )
-from trainer.correct import load_adapter_rows_and_head, load_lora
 from trainer.correct import run as correct_stage
 from trainer.evaluate import run as evaluate_stage
 from trainer.execute import run as execute_stage
@@ -157,7 +157,7 @@ def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path, mo
     assert read_manifest(fitted).weights == "adapter" and not (fitted / "backbone").exists()
     # warm start reproduces the fit model exactly before any correction step
     start = init_prm(str(base), max_tokens=fit_cfg.max_tokens, seed=0)
-    load_adapter_rows_and_head(start, fitted)
+    load_added_rows_and_head(start, fitted)
     network = prepare_trainable(start.network, fit_cfg, start.separator_id).eval()
     load_lora(network, fitted)
     served_fit = PRMModel.load(fitted, device="cpu", dtype="float32")
