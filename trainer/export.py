@@ -7,65 +7,20 @@ import logging
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from service.aggregate import Aggregation
-from service.checkpoints.adapter import adapter_tensors, copy_adapter_checkpoint, lora_factors
+from service.checkpoints.adapter import copy_adapter_checkpoint
 from service.checkpoints.manifest import (
-    AdapterSpec,
     BaseModelSpec,
-    HeadSpec,
-    PRMManifest,
-    Probe,
     read_manifest,
 )
-from service.encoding import STEP_SEPARATOR
-from service.model import PRMModel, PRMNetwork
+from service.checkpoints.save import export_checkpoint
+from service.model import PRMModel
 from trainer.config import ExportConfig
 from trainer.manifest import stage, stage_seconds
 from trainer.records import Candidate, Problem, StepLabel, TRLRow
 from trainer.rundir import SCORERS, executed_candidates, label_table, problems_store, run_problems
-
-Weights = Literal["full", "adapter"]
-# The probe every export scores and records in prm.json (``Probe``): a reload must reproduce these logits.
-PROBE_PROBLEM = "Given an integer array nums, return the sum of its even elements."
-PROBE_STEPS = ("class Solution:\n",
-               "    def sumEven(self, nums: List[int]) -> int:\n        return sum(x for x in nums if x % 2 == 0)\n")
-
-
-def export_checkpoint(network: PRMNetwork, tokenizer: Any, out: Path, *, name: str, base_model: BaseModelSpec,
-                      max_tokens: int, default_aggregation: Aggregation, training: dict[str, Any],
-                      metrics: dict[str, Any], card: str, weights: Weights = "full",
-                      separator: str = STEP_SEPARATOR) -> PRMModel:
-    """Merge adapters, write ``out`` atomically with ``prm.json`` and ``MODEL_CARD.md``.
-
-    ``weights="full"``: the whole merged backbone and tokenizer (self-contained). ``"adapter"``: only the
-    LoRA factors, the separator's embedding row and the head (a few MB; the base model is loaded from
-    ``base_model``, whose sha256 must be set)."""
-    factors = lora_factors(network) if weights == "adapter" else {}
-    if weights == "adapter" and (not factors or base_model.sha256 is None):
-        raise ValueError("an adapter checkpoint needs LoRA training and a base model with a sha256")
-    network = merge_trainable(network).eval()
-    hidden = int(network.head.in_features)
-    dtype = str(next(network.backbone.parameters()).dtype).removeprefix("torch.")
-    adapter_spec, tensors = None, None
-    if weights == "adapter":
-        first = int(tokenizer.convert_tokens_to_ids(separator))
-        if first != len(tokenizer) - 1:
-            raise ValueError(f"the separator {separator!r} must be the only token added to the base tokenizer")
-        rows = network.backbone.get_input_embeddings().weight[first:first + 1]
-        adapter_spec = AdapterSpec(rank=next(iter(factors.values()))[0].shape[0], modules=sorted(factors),
-                                   added_tokens=[separator], first_added_id=first)
-        tensors = adapter_tensors(factors, rows)
-    manifest = PRMManifest(name=name, base_model=base_model, head=HeadSpec(in_features=hidden), dtype=dtype,
-                           default_aggregation=default_aggregation, max_tokens=max_tokens, training=training,
-                           metrics=metrics, weights=weights, adapter=adapter_spec)
-    model = PRMModel(network, tokenizer, manifest)
-    logits = model.forward([model.encode(PROBE_PROBLEM, list(PROBE_STEPS))])[0]
-    model.manifest = manifest.model_copy(update={"probe": Probe(problem=PROBE_PROBLEM, steps=list(PROBE_STEPS),
-                                                                logits=logits)})
-    model.save(out, overwrite=True, extra_files={"MODEL_CARD.md": card}, adapter=tensors)
-    return model
 
 
 def trl_rows(problems: Mapping[str, Problem], candidates: Iterable[Candidate],
@@ -179,13 +134,6 @@ def _recipe_md(run: Path) -> str:
 def _headline(report: dict[str, Any]) -> dict[str, Any]:
     """The few numbers worth carrying in prm.json (the full report stays in the model card)."""
     return {k: report[k] for k in ("n_problems", "n_candidates", "random", "oracle") if k in report}
-
-
-def merge_trainable(network: PRMNetwork) -> PRMNetwork:
-    """Fold LoRA adapters into the backbone weights (export writes a plain model)."""
-    if hasattr(network.backbone, "merge_and_unload"):
-        network.backbone = network.backbone.merge_and_unload()
-    return network
 
 
 def describe(run: Path) -> dict[str, Any]:

@@ -22,13 +22,14 @@ import torch.nn.functional as F
 
 from service.checkpoints.backbone import base_sha256
 from service.checkpoints.manifest import BaseModelSpec
+from service.checkpoints.save import Weights, export_checkpoint
 from service.encoding import encode_steps
 from service.errors import PRMError
 from service.model import PRMModel, PRMNetwork, native_bf16
 from trainer.batch import LabelledBatch, select_positions
 from trainer.config import FitConfig, config_to_dict
 from trainer.data import assert_no_leak
-from trainer.export import Weights, describe, export_checkpoint, model_card
+from trainer.export import describe, model_card
 from trainer.label import final_labels
 from trainer.manifest import progress, stage
 from trainer.records import Candidate, Problem, StepLabel

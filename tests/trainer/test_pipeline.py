@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from service.checkpoints.adapter import load_added_rows_and_head, load_lora
 from service.checkpoints.backbone import base_sha256
 from service.checkpoints.manifest import PRMManifest, read_manifest
+from service.checkpoints.save import export_checkpoint
 from service.errors import InvalidInput
 from service.model import PRMModel
 from tests.conftest import shared_data
@@ -31,7 +32,6 @@ from trainer.config import (
 from trainer.correct import run as correct_stage
 from trainer.evaluate import run as evaluate_stage
 from trainer.execute import run as execute_stage
-from trainer.export import export_checkpoint
 from trainer.export import run as export_stage
 from trainer.fit import build_examples, collate, fit, init_prm, prepare_trainable, weights_of
 from trainer.fit import run as fit_stage
