@@ -52,7 +52,7 @@ Way = Callable[[list[dict[str, Any]], str], list[list[float]]]  # (items, mode) 
 def export(out: Path) -> Path:
     """The default checkpoint as a token classifier (once)."""
     if not (out / "config.json").is_file():
-        from trainer.export_hf import export_hf_stage
+        from service.checkpoints.hf_export import export_hf_stage
 
         export_hf_stage(DEFAULT_CHECKPOINT, out)
     return out

@@ -40,8 +40,8 @@ def log(message: str) -> None:
 
 
 def round_trip(ours: Any, problem: str, cands: list[list[str]]) -> dict[str, Any]:
+    from service.checkpoints.hf_export import export_hf
     from service.checkpoints.load import load_scorer
-    from trainer.export_hf import export_hf
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()

@@ -177,7 +177,7 @@ def export(run: RunArg, out: Annotated[Path, typer.Argument(help="checkpoint dir
     if fmt not in ("dreamprm", "hf"):
         raise typer.BadParameter(f"--format {fmt!r}: use dreamprm or hf")
     if fmt == "hf":
-        from trainer.export_hf import export_hf_stage
+        from service.checkpoints.hf_export import export_hf_stage
 
         if (run / "prm.json").is_file():  # a checkpoint directory itself (the service image can do this one)
             typer.echo(f"exported {export_hf_stage(run, out)}")

@@ -60,7 +60,7 @@ def test_served_back_with_the_same_scores(tiny_hf_export: Path, tiny_checkpoint:
 
 
 def test_export_refuses_an_existing_directory_only_through_the_api(tiny_hf_export: Path, tiny_checkpoint: Path) -> None:
-    from trainer.export_hf import export_hf
+    from service.checkpoints.hf_export import export_hf
 
     with pytest.raises(FileExistsError):
         export_hf(PRMModel.load(tiny_checkpoint, device="cpu", dtype="float32"), tiny_hf_export)

@@ -1,4 +1,4 @@
-"""``export --format hf``: our PRM as a standard Hugging Face ``*ForTokenClassification`` directory.
+"""Our PRM as a standard Hugging Face ``*ForTokenClassification`` directory (``python -m trainer export --format hf``).
 
 Plain ``transformers`` loads it (``AutoModelForTokenClassification``, no project code); TRL, pipelines and vLLM
 can use it. The backbone is written merged (an adapter checkpoint's LoRA folded in, the separator token's
@@ -42,7 +42,7 @@ def export_hf(model: PRMModel, out: Path, *, name: str | None = None, overwrite:
     config.label2id = {v: k for k, v in LABELS.items()}
     config.architectures = None
     try:
-        net = AutoModelForTokenClassification.from_config(config, dtype=torch.float32)
+        net = AutoModelForTokenClassification.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     except ValueError as exc:
         raise ValueError(f"{type(backbone).__name__} has no token-classification class in transformers") from exc
     net.base_model.load_state_dict({k: v.float() for k, v in backbone.state_dict().items()})
