@@ -40,7 +40,7 @@ Isolation model, per run (a functional program with all its asserts, or one stdi
   could be made): socket creation is patched away in the runner before the program runs, which stops
   ordinary code but not ctypes/raw syscalls or subprocesses.
 * Results: the payload arrives on an fd the runner closes before the program runs. Asserts against a literal
-  (``assert f(x) == [1, 2]``) are split by ``sandbox_judge``: only ``f(x)`` enters the sandbox, its value comes
+  (``assert f(x) == [1, 2]``) are split by ``judge``: only ``f(x)`` enters the sandbox, its value comes
   back and is compared here, so the expected answer is never in the candidate's process and no forged event
   can pass it. Other asserts run inside and report JSON events tagged with a nonce: a program in the same
   interpreter can forge those (see SECURITY.md). The candidate's wait status and the run's CPU time come on a
@@ -251,7 +251,7 @@ def _early_failure(run: Run) -> tuple[Status, str] | None:
 
 def _judge_functional(run: Run, judged: Sequence[JudgedTest], *,
                       stop_at_first_failure: bool = False) -> tuple[Status, int, str | None]:
-    """Each test's verdict: a value test's from the value it reported (``sandbox_judge``), a code test's as
+    """Each test's verdict: a value test's from the value it reported (``service.sandbox.judge``), a code test's as
     reported; the first failure in order decides the status. Stopping at the first failure, tests after it
     do not count even when the runner got to them before the judge stopped it."""
     n_tests = len(judged)
