@@ -137,11 +137,11 @@ class PRMModel:
         if threads:
             torch.set_num_threads(threads)
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        dev = _pick_device(device)
+        dev = pick_device(device)
         torch_dtype = pick_dtype(dtype, dev)
         if manifest.weights == "adapter":
             backbone, tokenizer = adapter_backbone(checkpoint, manifest, base,
-                                                    trust_remote_code=trust_remote_code)
+                                                   trust_remote_code=trust_remote_code)
             backbone = cast_parameters(backbone, torch_dtype)
         else:
             tokenizer = AutoTokenizer.from_pretrained(checkpoint / TOKENIZER_DIR,
@@ -288,7 +288,7 @@ class PRMModel:
         self.forward([self.encode("Print the sum of two integers.", ["def main():\n    pass\n"])])
 
 
-def _pick_device(device: Device) -> torch.device:
+def pick_device(device: Device) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():

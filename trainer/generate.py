@@ -20,6 +20,10 @@ from trainer.rundir import RunProblem, candidates_store, problems_store
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
 def problem_prompt(problem: Problem) -> tuple[str, list[dict[str, str]]]:
     """(template id, chat messages) of the CoF prompt for ``problem``."""
     prompt = cof_prompt(problem.prompt, test_type=problem.test_type, starter_code=problem.starter_code,
@@ -50,14 +54,8 @@ async def generate_candidates(policy: Policy, problem: Problem, *, n: int, tempe
             for i, g in enumerate(generations)]
 
 
-T = TypeVar("T")
-
-
-R = TypeVar("R")
-
-
 def run(rundir: Path, config: GenerateConfig, problems: Sequence[RunProblem], *, references: bool,
-                   mutants: int = 0, policy: Policy | None = None) -> int:
+        mutants: int = 0, policy: Policy | None = None) -> int:
     """Candidates for every problem (skipping those done); ``references`` adds each problem's
     reference solution as a candidate of provenance ``reference``, ``mutants`` that many mutants of
     it (one change in one function, ``trainer.mutate``) of provenance ``mutant``. Problems run concurrently (a
@@ -88,7 +86,7 @@ def run(rundir: Path, config: GenerateConfig, problems: Sequence[RunProblem], *,
             st.save()
 
         run_all(todo, one, save, policy=policy, config=config if config.n else None,
-                 limit=in_flight(config, max(1, config.n)), desc="generate")
+                limit=in_flight(config, max(1, config.n)), desc="generate")
         return st.manifest.counts.get("candidates", 0)
 
 
@@ -99,7 +97,7 @@ def in_flight(config: GenerateConfig, samples_per_item: int) -> int:
 
 
 def run_all(items: Sequence[T], work: Callable[[Policy, T], Awaitable[R]], save: Callable[[R], None], *,
-             policy: Policy | None, config: GenerateConfig | None, limit: int, desc: str) -> None:
+            policy: Policy | None, config: GenerateConfig | None, limit: int, desc: str) -> None:
     """``work`` on every item, ``limit`` at a time, in one event loop; ``save`` each result as it completes.
 
     The first failure cancels the rest (what was saved stays saved; a rerun resumes). A policy made here

@@ -121,7 +121,7 @@ def hard_label(label: StepLabel) -> int:
 
 
 def run(rundir: Path, config: LabelConfig, generate: GenerateConfig | None, *,
-                policy: Policy | None = None) -> int:
+        policy: Policy | None = None) -> int:
     """Step labels for the executed candidates of the train part (the inner data): MC rollouts from the policy
     (``generate``), or for pool candidates their outcome (``config.pool_labels``)."""
     problems = {p.id: p for p in run_problems(rundir, "train")}
@@ -156,7 +156,7 @@ def run(rundir: Path, config: LabelConfig, generate: GenerateConfig | None, *,
             st.save()
 
         run_all(todo, one, save, policy=policy, config=generate if config.rollouts else None,
-                 limit=in_flight(generate, config.rollouts) if generate and config.rollouts else 8, desc="label")
+                limit=in_flight(generate, config.rollouts) if generate and config.rollouts else 8, desc="label")
         return st.manifest.counts.get("labels", 0)
 
 

@@ -21,12 +21,11 @@ from trainer.data import DataLeakError, assert_no_leak, split_problems
 from trainer.generate import make_candidate
 from trainer.manifest import stage
 from trainer.records import Candidate, Problem, TestCase
-from trainer.rundir import RunProblem, candidates_store, problems_store
+from trainer.rundir import Part, RunProblem, candidates_store, problems_store
 
 logger = logging.getLogger(__name__)
 
 POOL_DIR = "candidates"  # pools may feed training only from this folder of the shared data
-Part = Literal["train", "meta", "dev"]
 
 
 class PoolCandidate(BaseModel):

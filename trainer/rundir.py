@@ -16,6 +16,8 @@ from trainer.records import Candidate, ExecSummary, Problem, StepLabel
 from trainer.store import JsonlStore
 
 Part = Literal["train", "meta", "dev"]
+# the run's PRM checkpoints by scorer name (``evaluate`` scores each, ``export`` ships one)
+SCORERS = {"prm_corrected": "correct/checkpoint", "prm_uncorrected": "correct/uncorrected", "prm_fit": "fit/checkpoint"}
 
 
 class RunProblem(BaseModel):
@@ -73,5 +75,3 @@ def select_split(data: Path, counts: dict[Part, int], *, allow_any_source: bool 
     return [RunProblem(part=part, problem=p) for part, n in counts.items()
             for p in select_problems(parts[part], limit=n, difficulties=difficulties)]
 
-
-SCORERS = {"prm_corrected": "correct/checkpoint", "prm_uncorrected": "correct/uncorrected", "prm_fit": "fit/checkpoint"}

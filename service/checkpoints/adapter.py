@@ -42,7 +42,7 @@ def adapter_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
 
 
 def adapter_backbone(checkpoint: Path, manifest: PRMManifest, base: Path | None, *,
-                      trust_remote_code: bool) -> tuple[PreTrainedModel, Any]:
+                     trust_remote_code: bool) -> tuple[PreTrainedModel, Any]:
     """The base model (fp32) with the adapter applied: low-rank updates merged, tokens added."""
     adapter = manifest.adapter
     assert adapter is not None  # the manifest validator requires it

@@ -33,7 +33,7 @@ from service.checkpoints.identity import foreign_manifest, revision, token_class
 from service.checkpoints.lora import merge_lora
 from service.checkpoints.scorers import ForeignPRM, LogitHead, RowsPRM
 from service.errors import InvalidInput
-from service.model import CPU_PASS_TOKENS, Device, DType, PRMModel, PRMNetwork, _pick_device, pick_dtype
+from service.model import CPU_PASS_TOKENS, Device, DType, PRMModel, PRMNetwork, pick_device, pick_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def load_scorer(checkpoint: Path, *, device: Device = "auto", dtype: DType = "au
     if threads:
         torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    dev = _pick_device(device)
+    dev = pick_device(device)
     opts = _Options(dev, pick_dtype(dtype, dev), trust_remote_code, step_separator)
     loader = {"token-classification": _token_classification, "qwen2.5-math-prm": _qwen_prm,
               "dreamprm-code-authors": _authors, "orm": _orm}[found.format]

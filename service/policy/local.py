@@ -22,6 +22,7 @@ from service.policy import Generation, GenerationRequest
 
 logger = logging.getLogger(__name__)
 
+
 class TransformersPolicy:
     """Sampling with ``model.generate``; one generation at a time (a lock), off the event loop."""
 

@@ -36,7 +36,7 @@ Isolation model, per run (a functional program with all its asserts, or one stdi
   an optional ``SandboxBudget`` shared by a caller's jobs caps their total sandbox seconds.
 * Network: ``NETWORK_ISOLATION == "namespace"``: an empty network namespace (not even loopback; abstract unix
   sockets are per namespace too); as root the fork server keeps a few and lends each to one run at a time
-  (making one per run cost a tenth of a trivial run), never to two live runs. ``"guard"`` (no namespace
+  (making one per run: ~7 % of a trivial run's CPU), never to two live runs. ``"guard"`` (no namespace
   could be made): socket creation is patched away in the runner before the program runs, which stops
   ordinary code but not ctypes/raw syscalls or subprocesses.
 * Results: the payload arrives on an fd the runner closes before the program runs. Asserts against a literal
@@ -172,7 +172,7 @@ def _execute(job: SandboxJob) -> ExecResult:
             return _execute_stdin(host, uid, job, start)
         judged = [judge_test(t.code or "") for t in job.tests]
         payload = Payload("functional", job.code, job.setup_code, tuple(t.payload() for t in judged),
-                           job.limits.assert_s, job.stop_at_first_failure)
+                          job.limits.assert_s, job.stop_at_first_failure)
         stop = _stop_at_failure(judged) if job.stop_at_first_failure else None
         run = spawn(host, uid, payload, job.limits, wall_s, None, stop)
     _charge(job, run)

@@ -253,7 +253,7 @@ def _zygote(host: SandboxHost) -> _Zygote:
 
 
 def spawn(host: SandboxHost, uid: int | None, payload: Payload, limits: Limits, wall_s: float,
-           stdin: bytes | None, stop: Callable[[dict[str, Any]], bool] | None = None) -> Run:
+          stdin: bytes | None, stop: Callable[[dict[str, Any]], bool] | None = None) -> Run:
     """One run in its private root (full isolation: a tmpfs that dies with the run's mount namespace), or else in
     a fresh temp dir; the process tree and the dir are gone when this returns. ``stop``: a runner event that
     ends the run early."""

@@ -409,7 +409,8 @@ def _pid_one(request: dict[str, Any], libc: ctypes.CDLL) -> bool:
 
 class _Nets:
     """Empty network namespaces (loopback down), each used by one run at a time and reused by the next: making
-    and tearing one down per run costs about a tenth of a trivial run's CPU. A run cannot change one for the
+    and tearing one down per run took ~7 % of the CPU samples of a trivial-run benchmark
+    (``benchmarks/results/sandbox_perf.txt``). A run cannot change one for the
     next (its program has no capabilities; only its own sockets live there, and they die with its processes:
     a namespace is handed out again only after the caller had the run's monitor reaped)."""
 

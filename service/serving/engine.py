@@ -305,8 +305,6 @@ def _make_cache(settings: Settings) -> ScoreCache:
     return MemoryCache(settings.cache_size)
 
 
-
-
 def _response(split: SplitResult, scored: CachedScore, agg: Aggregation, *, cached: bool,
               model: str) -> ScoreResponse:
     steps = []

@@ -90,8 +90,8 @@ def policy_factory(settings: Settings) -> PolicyFactory | None:
                           endpoint=settings.policy_endpoint, timeout_s=settings.policy_timeout_s,
                           retries=settings.policy_retries, concurrency=settings.policy_concurrency)
 
-    async def make() -> Policy:  # a local policy loads its weights: off the event loop
-        return make_policy(spec) if spec.backend == "openai" else await asyncio.to_thread(make_policy, spec)
+    async def make() -> Policy:  # off the event loop: a local policy loads its weights
+        return await asyncio.to_thread(make_policy, spec)
     return make
 
 

@@ -19,6 +19,7 @@ from service.steps.records import LANGUAGES, NEWLINE, Anchor, Language, SplitRes
 __all__ = ["LANGUAGES", "Anchor", "Language", "SplitResult", "Step", "StepKind", "assemble_steps", "extract_code",
            "parse_python", "split_code", "split_steps", "steps_from_texts"]
 
+
 def split_steps(code: str, language: str = "python") -> list[Step]:
     """Split ``code`` into function steps.
 
