@@ -165,10 +165,12 @@ def test_overload_gives_503_with_retry_after(settings: Settings, fake_model: Fak
         threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        for _ in range(200):
-            if results:
+        # steady state: one request in the (blocked) forward pass, one queued, the other two refused
+        for _ in range(1000):
+            if len(results) == 2 and engine.batcher.depth == 1:
                 break
             threading.Event().wait(0.01)
+        assert len(results) == 2 and engine.batcher.depth == 1
         r = c.post("/v1/score", json={"problem": "late", "code": "x = 1\n"})
         fake_model.gate.set()
         for t in threads:
@@ -203,7 +205,7 @@ def test_ready_turns_false_when_the_worker_stops(client: TestClient) -> None:
 def test_ready_and_metrics_say_which_sandbox_isolation_is_active(client: TestClient) -> None:
     from service.sandbox import isolation
 
-    for _ in range(200):  # probed in the background at start-up
+    for _ in range(1000):  # probed in the background at start-up
         if (level := client.get("/ready").json()["sandbox"]) is not None:
             break
         time.sleep(0.02)
