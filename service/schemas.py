@@ -38,6 +38,18 @@ class StepOut(BaseModel):
     start_byte: int
     end_byte: int
     text: str
+    context: bool = Field(description="module-level code without logic of its own: scored, but left out of the "
+                                      "aggregates")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _context_of_older_records(cls, data: Any) -> Any:
+        """Candidate records written before ``context`` existed get it from the splitter's own rule."""
+        if isinstance(data, dict) and "context" not in data:
+            from service.steps import MODULE_KINDS, carries_logic
+
+            data = {**data, "context": data.get("kind") in MODULE_KINDS and not carries_logic(data.get("text", ""))}
+        return data
 
 
 class SplitRequest(_Request):
@@ -91,6 +103,7 @@ class StepScore(BaseModel):
     kind: StepKind
     start_line: int
     end_line: int
+    context: bool = Field(description="module-level code without logic of its own: left out of the aggregate")
     score: float | None = Field(description="P(still on a correct path); null if not scored (too long)")
     logit: float | None
 

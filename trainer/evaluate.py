@@ -57,7 +57,7 @@ def _leetcode_report(run: Path, config: EvaluateConfig, cands: list[Candidate], 
                      logits: dict[str, list[list[float]]], policy_name: str) -> dict[str, Any]:
     evals = [EvalCandidate(problem_id=c.problem_id, candidate_id=c.candidate_id,
                            passed=bool(c.exec and c.exec.passed), difficulty=problems[c.problem_id].difficulty,
-                           step_logits={n: logits[n][i] for n in logits}, step_kinds=[s.kind for s in c.steps])
+                           step_logits={n: logits[n][i] for n in logits}, step_context=[s.context for s in c.steps])
              for i, c in enumerate(cands)]
     aggregations = config.aggregations or AGGREGATIONS
     baselines = (["last"] if "last" in aggregations else []) + \

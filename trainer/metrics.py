@@ -37,7 +37,7 @@ class EvalCandidate:
     passed: bool
     difficulty: str | None
     step_logits: Mapping[str, Sequence[float]]
-    step_kinds: Sequence[str] | None = None  # aligned with the steps; context steps then leave the aggregates
+    step_context: Sequence[bool] | None = None  # aligned with the steps: context steps leave the aggregates
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +178,7 @@ def _aggregates(c: EvalCandidate, scorer: str) -> dict[Aggregation, float] | Non
     logits = c.step_logits.get(scorer)
     if logits is None or not all(math.isfinite(x) for x in logits):
         raise ValueError(f"candidate {c.problem_id}/{c.candidate_id} has no finite step logits for {scorer!r}")
-    return aggregate(logits, c.step_kinds) if logits else None
+    return aggregate(logits, c.step_context) if logits else None
 
 
 def _build_table(candidates: Sequence[EvalCandidate], scorers: Sequence[str],

@@ -38,7 +38,7 @@ def prm_scores(name: str, step_logits: Sequence[Sequence[float]], cands: Sequenc
     rows: dict[str, list[float]] = {f"{name}/{a}": [] for a in AGGREGATIONS}
     rows[f"{name}/min+context"] = []
     for logits, c in zip(step_logits, cands, strict=True):
-        agg = aggregate(logits, [s.kind for s in c.steps]) if logits else None
+        agg = aggregate(logits, [s.context for s in c.steps]) if logits else None
         for a in AGGREGATIONS:
             rows[f"{name}/{a}"].append(agg[a] if agg else UNSCORED)
         rows[f"{name}/min+context"].append(aggregate(logits)["min"] if logits else UNSCORED)
@@ -135,7 +135,8 @@ def write_verify(out: Path, reports: Sequence[RankingReport], extra: Mapping[str
     atomic_write_text(out / "verify.json", json.dumps({"reports": [r.to_dict() for r in reports], **extra},
                                                       indent=1))
     intro = ("# Verifier report\n\nDoes the score pick a passing candidate? Every row ranks the same candidates; "
-             "`+context` keeps preamble/epilogue steps in the aggregate (the service leaves them out).\n\n")
+             "`+context` keeps context steps (module-level code without logic of its own) in the aggregate; the "
+             "service leaves them out.\n\n")
     atomic_write_text(out / "verify.md", intro + report_markdown(reports, DESCRIPTIONS))
 
 

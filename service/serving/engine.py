@@ -314,10 +314,10 @@ def _response(split: SplitResult, scored: CachedScore, agg: Aggregation, *, cach
     for s in split.steps:
         logit = logits[s.index] if s.index < len(logits) else None
         steps.append(StepScore(index=s.index, name=s.name, kind=s.kind, start_line=s.start_line,
-                               end_line=s.end_line, logit=logit,
+                               end_line=s.end_line, context=s.context, logit=logit,
                                score=None if logit is None else sigmoid(logit)))
     # an ORM's one score is the program's; a PRM's context steps leave the aggregate (service.aggregate)
-    aggregates = aggregate(scored.logits, None if scored.outcome else [s.kind for s in split.steps])
+    aggregates = aggregate(scored.logits, None if scored.outcome else [s.context for s in split.steps])
     return ScoreResponse(steps=steps, aggregate=AggregateScores(**aggregates), aggregation=agg,
                          score=aggregates[agg], parsed=split.parsed, truncated=scored.truncated,
                          cached=cached, n_tokens=scored.n_tokens, model=model)

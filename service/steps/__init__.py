@@ -9,15 +9,15 @@ anchors in ``service.steps.python``; both splitters feed ``assemble_steps`` here
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 from service.errors import InvalidInput
-from service.steps.python import parse_python, python_anchors
-from service.steps.records import LANGUAGES, NEWLINE, Anchor, Language, SplitResult, Step, StepKind
+from service.steps.python import carries_logic, parse_python, python_anchors
+from service.steps.records import LANGUAGES, MODULE_KINDS, NEWLINE, Anchor, Language, SplitResult, Step, StepKind
 
-__all__ = ["LANGUAGES", "Anchor", "Language", "SplitResult", "Step", "StepKind", "assemble_steps", "extract_code",
-           "parse_python", "split_code", "split_steps", "steps_from_texts"]
+__all__ = ["LANGUAGES", "MODULE_KINDS", "Anchor", "Language", "SplitResult", "Step", "StepKind", "assemble_steps",
+           "carries_logic", "extract_code", "parse_python", "split_code", "split_steps", "steps_from_texts"]
 
 
 def split_steps(code: str, language: str = "python") -> list[Step]:
@@ -47,11 +47,13 @@ def split_code(code: str, language: str = "python") -> SplitResult:
     lines = _line_starts(code)
     if language == "python":
         anchors, parsed = python_anchors(code)
+        steps = assemble_steps(code, lines, anchors, logic=carries_logic)
     else:
         from service.steps.treesitter import treesitter_anchors
 
         anchors, parsed = treesitter_anchors(code, language, len(lines))
-    return SplitResult(assemble_steps(code, lines, anchors), parsed)
+        steps = assemble_steps(code, lines, anchors)
+    return SplitResult(steps, parsed)
 
 
 def _line_starts(code: str) -> list[int]:
@@ -61,12 +63,14 @@ def _line_starts(code: str) -> list[int]:
     return starts
 
 
-def assemble_steps(code: str, line_starts: Sequence[int], anchors: Sequence[Anchor]) -> list[Step]:
+def assemble_steps(code: str, line_starts: Sequence[int], anchors: Sequence[Anchor],
+                   logic: Callable[[str], bool] | None = None) -> list[Step]:
     """Cut ``code`` at anchor lines into steps that concatenate back to ``code``.
 
     A step runs from its first line up to the next step's first line, so code between two
     functions stays with the earlier one; code before the first function is the ``preamble`` and
-    code after the last one the ``epilogue``. Whitespace-only edges join their neighbour.
+    code after the last one the ``epilogue``. Whitespace-only edges join their neighbour. A preamble or
+    epilogue is ``context`` unless ``logic(text)`` says it computes something (without ``logic``: always).
     """
     n_lines = len(line_starts)
     kept: list[Anchor] = []
@@ -98,7 +102,8 @@ def assemble_steps(code: str, line_starts: Sequence[int], anchors: Sequence[Anch
     for kind, name, c0, c1, l0, l1 in spans:
         text = code[c0:c1]
         size = len(text.encode("utf-8", "surrogatepass"))
-        steps.append(Step(len(steps), kind, name, l0 + 1, max(l0 + 1, l1), byte, byte + size, text))
+        context = kind in MODULE_KINDS and not (logic and logic(text))
+        steps.append(Step(len(steps), kind, name, l0 + 1, max(l0 + 1, l1), byte, byte + size, text, context))
         byte += size
     return steps
 

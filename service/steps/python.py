@@ -117,3 +117,72 @@ def _extend_fallback(anchors: list[Anchor], lines: list[str]) -> list[Anchor]:
                 last = j
         out.append(Anchor(a.kind, a.name, a.first_line, last))
     return _attach_comments(out, {i for i, ln in enumerate(lines) if ln.lstrip().startswith("#")})
+
+
+# --- which module-level code is context (issue 12, point 4) -------------------------------------------------
+
+def carries_logic(text: str) -> bool:
+    """Whether module-level Python ``text`` (a preamble or epilogue step) computes anything of its own.
+
+    Context — no logic — is: imports, docstrings, ``pass``, names bound to constant expressions (``MOD =
+    10**9 + 7``, ``INF = float("inf")``, ``input = sys.stdin.readline``), calls whose arguments are constants
+    or names (``main()``, ``sys.setrecursionlimit(10**6)``), ``print`` of such a call, ``class X:`` headers
+    (their methods are steps) and an ``if __name__ == "__main__":`` block made of these. Anything else — a
+    loop, reading and transforming input, a computed print — is logic: a stdin program's main code. Text
+    that does not parse (an open ``class X:`` header is completed with ``pass`` first) carries none.
+
+    Example:
+        >>> carries_logic("import sys\\n\\nclass Solution:\\n")
+        False
+        >>> carries_logic("if __name__ == '__main__':\\n    main()\\n")
+        False
+        >>> carries_logic("n = int(input())\\nprint(sum(range(n)))\\n")
+        True
+    """
+    tree = None
+    for source in (text, text.rstrip() + "\n    pass\n"):
+        try:
+            tree = parse_python(source)
+            break
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+    return tree is not None and not all(_context_statement(s) for s in tree.body)
+
+
+def _constant_expr(node: ast.expr) -> bool:
+    if isinstance(node, (ast.Constant, ast.Name, ast.Attribute)):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return _constant_expr(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _constant_expr(node.left) and _constant_expr(node.right)
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return all(_constant_expr(e) for e in node.elts)
+    return False
+
+
+def _plain_call(node: ast.expr) -> bool:
+    """A call of a name with constant arguments (no call inside them: ``int(input())`` reads input)."""
+    return isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)) and \
+        all(_constant_expr(a) for a in node.args) and all(_constant_expr(k.value) for k in node.keywords)
+
+
+def _context_statement(node: ast.stmt) -> bool:
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.Pass, *_FUNCS)):
+        return True
+    if isinstance(node, ast.Expr):
+        v = node.value
+        printed = isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "print" and \
+            len(v.args) == 1 and not v.keywords and _plain_call(v.args[0])
+        return isinstance(v, ast.Constant) or _plain_call(v) or printed
+    if isinstance(node, ast.Assign):
+        return all(isinstance(t, ast.Name) for t in node.targets) and \
+            (_constant_expr(node.value) or _plain_call(node.value))
+    if isinstance(node, ast.AnnAssign):
+        return node.value is None or _constant_expr(node.value) or _plain_call(node.value)
+    if isinstance(node, ast.If):
+        main_guard = "__name__" in {n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)}
+        return main_guard and all(_context_statement(s) for s in node.body + node.orelse)
+    if isinstance(node, ast.ClassDef):
+        return all(_context_statement(s) for s in node.body)
+    return False

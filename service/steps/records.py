@@ -9,6 +9,7 @@ from typing import Literal, get_args
 
 Language = Literal["python", "javascript", "typescript", "java", "cpp", "go", "rust"]
 StepKind = Literal["preamble", "function", "method", "epilogue"]
+MODULE_KINDS = frozenset({"preamble", "epilogue"})  # module-level code around the functions
 LANGUAGES: tuple[str, ...] = get_args(Language)
 
 NEWLINE = re.compile(r"\r\n|\r|\n")  # the newlines Python's tokenizer and tree-sitter count
@@ -26,6 +27,9 @@ class Step:
     start_byte: int  # offsets into the UTF-8 encoding of the program
     end_byte: int
     text: str
+    # module-level code without logic of its own (imports, ``class Solution:``, a ``main()`` call): scored,
+    # but left out of the aggregates (``service.aggregate``); a stdin program's module-level main code is not
+    context: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ def test_empty_is_an_error() -> None:
 
 def test_context_steps_never_decide_the_aggregate() -> None:
     # `class Solution:` preamble scored low, the method high: the method decides (issue 12)
-    agg = aggregate([-3.0, 2.0, -4.0], ["preamble", "method", "epilogue"])
+    agg = aggregate([-3.0, 2.0, -4.0], [True, False, True])
     assert agg["min"] == pytest.approx(sigmoid(2.0))
     assert agg["last"] == pytest.approx(sigmoid(2.0))
     assert agg["logodds"] == pytest.approx(sigmoid(2.0))
@@ -39,8 +39,8 @@ def test_context_steps_never_decide_the_aggregate() -> None:
 
 def test_context_only_programs_and_truncation() -> None:
     # no function step: the context steps are all there is
-    assert aggregate([-1.0, 1.0], ["preamble", "epilogue"])["min"] == pytest.approx(sigmoid(-1.0))
+    assert aggregate([-1.0, 1.0], [True, True])["min"] == pytest.approx(sigmoid(-1.0))
     # the function step past the token budget has no score: fall back to what was scored
-    assert aggregate([0.5], ["preamble", "function"])["min"] == pytest.approx(sigmoid(0.5))
-    # kinds longer than logits: only the scored prefix counts
-    assert aggregate([0.5, -2.0], ["preamble", "function", "function"])["min"] == pytest.approx(sigmoid(-2.0))
+    assert aggregate([0.5], [True, False])["min"] == pytest.approx(sigmoid(0.5))
+    # flags longer than logits: only the scored prefix counts
+    assert aggregate([0.5, -2.0], [True, False, False])["min"] == pytest.approx(sigmoid(-2.0))

@@ -24,7 +24,6 @@ from transformers import (
 )
 from typer.testing import CliRunner
 
-from service.aggregate import CONTEXT_KINDS
 from service.checkpoints.load import load_scorer
 from service.cli.main import app as cli
 from service.http.app import create_app
@@ -62,9 +61,9 @@ def post(client: TestClient, path: str, body: dict[str, Any]) -> Any:
 
 
 def counted(client: TestClient, code: str, probs: list[float]) -> list[float]:
-    """The step probabilities the aggregates use: function steps only (service.aggregate's context rule)."""
-    kinds = [s["kind"] for s in client.post("/v1/split", json={"code": code}).json()["steps"]]
-    return [p for p, k in zip(probs, kinds, strict=True) if k not in CONTEXT_KINDS] or probs
+    """The step probabilities the aggregates use: no context steps (service.aggregate's rule)."""
+    context = [s["context"] for s in client.post("/v1/split", json={"code": code}).json()["steps"]]
+    return [p for p, c in zip(probs, context, strict=True) if not c] or probs
 
 
 def check_all_routes(client: TestClient, fmt: str, expected: Expected) -> None:

@@ -233,3 +233,33 @@ def test_parallel_splits_do_not_break_the_ast_builder() -> None:
         gc.callbacks.remove(callback)
         gc.set_threshold(*threshold)
     assert all(results)
+
+
+@pytest.mark.parametrize(("code", "context"), [
+    # LeetCode: imports and the class header are context, the method is the step
+    ("from typing import List\n\nclass Solution:\n    def f(self, a: List[int]) -> int:\n        return sum(a)\n",
+     [True, False]),
+    # CoF: a main() call under the guard is context
+    ("import sys\n\ndef main():\n    print(1)\n\nif __name__ == '__main__':\n    main()\n", [True, False, True]),
+    # constants, a fast input, recursion limit: context
+    ("import sys\ninput = sys.stdin.readline\nMOD = 10**9 + 7\nsys.setrecursionlimit(1 << 20)\n\ndef solve(n):\n"
+     "    return n % MOD\n\nprint(solve(7))\n", [True, False, True]),
+    # a stdin program's main code after its helpers reads and computes: a step like a function
+    ("def gcd(a, b):\n    return a if b == 0 else gcd(b, a % b)\n\nn = int(input())\n"
+     "xs = list(map(int, input().split()))\ng = 0\nfor x in xs:\n    g = gcd(g, x)\nprint(g)\n", [False, False]),
+    # no function at all: the whole program is its one step
+    ("n = int(input())\nprint(n * 2)\n", [False]),
+])
+def test_context_is_module_code_without_logic(code: str, context: list[bool]) -> None:
+    assert [s.context for s in split_steps(code)] == context
+
+
+def test_step_records_written_before_context_get_the_same_rule() -> None:
+    from service.schemas import StepOut
+
+    code = "import sys\n\ndef main():\n    pass\n\nn = int(input())\nfor _ in range(n):\n    main()\n"
+    for step in split_steps(code):
+        record = StepOut.model_validate(step).model_dump()
+        del record["context"]
+        assert StepOut.model_validate(record).context == step.context
+    assert [s.context for s in split_steps(code)] == [True, False, False]
