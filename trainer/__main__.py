@@ -1,6 +1,6 @@
 """``python -m trainer STAGE RUN_DIR [--set section.key=value ...]``: the resumable pipeline.
 
-Stages: generate, execute, label, fit, correct, evaluate, export. Settings given with ``--set`` are
+Stages: generate, execute, label, fit, orm (a baseline), correct, evaluate, export. Settings given with ``--set`` are
 merged into ``RUN_DIR/settings.json`` so later stages (and reruns) reuse them; a stage resumed with a
 changed setting stops unless ``--allow-changed`` is given. Errors are one line (exit 2);
 ``TRAINER_TRACEBACK=1`` shows the traceback.
@@ -144,6 +144,16 @@ def fit_cmd(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -
 
     history = fit_stage(run, _config(_settings(run, sets, allow_changed), "fit"))
     typer.echo(f"fit: {history[-1]}")
+
+
+@app.command("orm", epilog=_epilog("fit"))
+def orm_cmd(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False) -> None:
+    """Train the outcome reward model baseline (RUN/orm): the fit's settings and candidates, each labelled only
+    at its last step with its test outcome. Evaluate ranks it beside the PRMs; export never ships it."""
+    from trainer.fit import run as fit_stage
+
+    history = fit_stage(run, _config(_settings(run, sets, allow_changed), "fit"), outcome_only=True)
+    typer.echo(f"orm: {history[-1]}")
 
 
 @app.command(epilog=_epilog("correct", "fit"))

@@ -15,7 +15,7 @@ from trainer.manifest import stage
 from trainer.metrics import EvalCandidate, evaluate
 from trainer.records import Candidate
 from trainer.report import write_report
-from trainer.rundir import SCORERS, executed_candidates, run_problems
+from trainer.rundir import BASELINE_SCORERS, SCORERS, executed_candidates, run_problems
 from trainer.verify import per_problem, score_cache
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ def run(rundir: Path, config: EvaluateConfig, *, policy_name: str) -> dict[str, 
     with stage(rundir / "evaluate", "evaluate", config) as st:
         cands = executed_candidates(rundir, "dev")
         problems = {p.id: p for p in run_problems(rundir, "dev")}
-        scorers = {name: rundir / rel for name, rel in SCORERS.items() if (rundir / rel / "prm.json").is_file()}
+        scorers = {name: rundir / rel for name, rel in (SCORERS | BASELINE_SCORERS).items()
+                   if (rundir / rel / "prm.json").is_file()}
         scorers |= {Path(c).name: Path(c) for c in config.checkpoints}
         logits = {name: _score_all(PRMModel.load(path, device="cpu", dtype=config.dtype), problems, cands,
                                    desc=f"evaluate {name}", cache=rundir / "evaluate" / "scores", name=name)

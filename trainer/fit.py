@@ -1,4 +1,6 @@
-"""Stage ``fit``: train the PRM on step labels with soft-target BCE at the step separators.
+"""Stage ``fit``: train the PRM on step labels with soft-target BCE at the step separators. Stage ``orm``:
+the outcome-only baseline (issue 12) — the same network, settings and candidates, each labelled only at its
+last step with its own test outcome.
 
 Sequences come from ``service.encoding.encode_steps`` (the service's encoder), so the labels sit
 exactly where the service reads its scores. LoRA (peft) or full fine-tuning or head-only; bf16
@@ -268,8 +270,10 @@ def init_prm(source: str, *, max_tokens: int, seed: int) -> PRMModel:
     return PRMModel.create(lm, tokenizer, name="dreamprm-code", base_model=spec, max_tokens=max_tokens, seed=seed)
 
 
-def run_examples(run: Path, model: PRMModel, max_tokens: int) -> tuple[list[Example], list[StepLabel], list[Example]]:
-    """(train examples, their label table, meta examples) with the leak checks of DESIGN §7."""
+def run_examples(run: Path, model: PRMModel, max_tokens: int, *, outcome_only: bool = False,
+                 ) -> tuple[list[Example], list[StepLabel], list[Example]]:
+    """(train examples, their label table, meta examples) with the leak checks of DESIGN §7. ``outcome_only``:
+    the labelled train candidates, each with its test outcome at its last step only (an ORM's data)."""
     train_ids = {p.id for p in run_problems(run, "train")}
     meta_ids = {p.id for p in run_problems(run, "meta")}
     dev_ids = {p.id for p in run_problems(run, "dev")}
@@ -277,8 +281,14 @@ def run_examples(run: Path, model: PRMModel, max_tokens: int) -> tuple[list[Exam
     assert_no_leak(train_ids, meta_ids, what="meta")
     problems = {p.id: p for p in run_problems(run)}
     sep = model.manifest.separator_token
-    train, table = build_examples(model.tokenizer, sep, problems, executed_candidates(run, "train"),
-                                  label_table(run), max_tokens=max_tokens)
+    labels = label_table(run)
+    train_cands = executed_candidates(run, "train")
+    if outcome_only:
+        labelled = {(pid, cid) for pid, cid, _ in labels}
+        train_cands = [c for c in train_cands if (c.problem_id, c.candidate_id) in labelled]
+        labels = final_labels(train_cands)
+    train, table = build_examples(model.tokenizer, sep, problems, train_cands, labels, max_tokens=max_tokens,
+                                  final_only=outcome_only)
     meta_cands = executed_candidates(run, "meta")
     meta, _ = build_examples(model.tokenizer, sep, problems, meta_cands, final_labels(meta_cands),
                              max_tokens=max_tokens, final_only=True)
@@ -306,16 +316,19 @@ def save_checkpoint(model: PRMModel, out: Path, training: dict[str, Any], run: P
                       card=card, weights=weights, separator=model.manifest.separator_token)
 
 
-def run(rundir: Path, config: FitConfig) -> list[dict[str, float]]:
-    """Plain PRM training (LoRA/full/head, accelerate) on the MC labels; meta examples as dev loss."""
-    with stage(rundir / "fit", "fit", config, [labels_store(rundir).path]) as st:
+def run(rundir: Path, config: FitConfig, *, outcome_only: bool = False) -> list[dict[str, float]]:
+    """Plain PRM training (LoRA/full/head, accelerate) on the MC labels; meta examples as dev loss. With
+    ``outcome_only``, stage ``orm`` (RUN/orm): the outcome reward model baseline on the same candidates."""
+    name = "orm" if outcome_only else "fit"
+    out = rundir / name
+    with stage(out, name, config, [labels_store(rundir).path]) as st:
         model = init_prm(config.model, max_tokens=config.serve_max_tokens, seed=config.seed)
-        train, _, meta = run_examples(rundir, model, config.max_tokens)
+        train, _, meta = run_examples(rundir, model, config.max_tokens, outcome_only=outcome_only)
         network = prepare_trainable(model.network, config, model.separator_id)
-        history = fit(network, train, meta, config, pad_id=model.pad_id, resume_dir=rundir / "fit")
-        atomic_write_text(rundir / "fit" / "history.json", json.dumps(history, indent=1))
-        save_checkpoint(model, rundir / "fit" / "checkpoint", {"stage": "fit", **config_to_dict(config)}, rundir,
+        history = fit(network, train, meta, config, pad_id=model.pad_id, resume_dir=out)
+        atomic_write_text(out / "history.json", json.dumps(history, indent=1))
+        save_checkpoint(model, out / "checkpoint", {"stage": name, **config_to_dict(config)}, rundir,
                         weights=weights_of(config))
-        clear_state(rundir / "fit")
+        clear_state(out)
         st.count("examples", len(train))
         return history

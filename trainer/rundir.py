@@ -18,6 +18,7 @@ from trainer.store import JsonlStore
 Part = Literal["train", "meta", "dev"]
 # the run's PRM checkpoints by scorer name (``evaluate`` scores each, ``export`` ships one)
 SCORERS = {"prm_corrected": "correct/checkpoint", "prm_uncorrected": "correct/uncorrected", "prm_fit": "fit/checkpoint"}
+BASELINE_SCORERS = {"orm": "orm/checkpoint"}  # evaluated beside the PRMs, never exported as the PRM
 
 
 class RunProblem(BaseModel):

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 BASELINES = ("random", "oracle", "longest", "shortest")
 DESCRIPTIONS = {"random": "constant score: ties averaged", "oracle": "the test outcome itself",
                 "longest": "most characters", "shortest": "fewest characters",
-                "loglik": "base model's mean token log-likelihood, untrained"}
+                "loglik": "base model's mean token log-likelihood, untrained",
+                "orm/last": "outcome-only model on the same data: its score after the last step"}
 UNSCORED = -1.0  # a candidate the PRM cannot score ranks below every probability (as in the service)
 
 

@@ -83,6 +83,8 @@ def test_fit_correct_evaluate_export(run: Path, tiny_checkpoint: Path, tmp_path:
     fit_cfg = FitConfig(model=str(tiny_checkpoint), lr=5e-3, epochs=2, batch_size=4, grad_accum=1, lora_r=4)
     history = fit_stage(run, fit_cfg)
     assert all(torch.isfinite(torch.tensor(h.get("dev_loss", h.get("train_loss", 0.0)))) for h in history)
+    fit_stage(run, fit_cfg, outcome_only=True)  # the ORM baseline
+    assert json.loads((run / "orm" / "checkpoint" / "prm.json").read_text())["training"]["stage"] == "orm"
     losses = correct_stage(run, fit_cfg, CorrectConfig(iterations=4, batch_size=4, meta_batch_size=4, lr=5e-3))
     assert set(losses) == {"corrected", "uncorrected"}
     corrected = [json.loads(line) for line in (run / "correct" / "labels.jsonl").read_text().splitlines()]
@@ -93,8 +95,9 @@ def test_fit_correct_evaluate_export(run: Path, tiny_checkpoint: Path, tmp_path:
     assert {"eval.json", "eval.md", "calibration.png", "best_of_n.png", "verify.json", "verify.md"} <= written
     verify = report["verify"][0]
     assert verify["reference"] == "longest" and {r["scorer"] for r in verify["rows"]} >= {
-        "random", "oracle", "longest", "shortest", "prm_corrected/min", "prm_fit/min+context"}
+        "random", "oracle", "longest", "shortest", "prm_corrected/min", "prm_fit/min+context", "orm/last"}
     out = export_stage(run, ExportConfig(name="test-prm"), tmp_path / "exported")
+    assert json.loads((out / "prm.json").read_text())["training"]["stage"] != "orm"  # a baseline, never shipped
     served = PRMModel.load(out, device="cpu", dtype="float32")
     assert served.name == "test-prm" and "Evaluation" in (out / "MODEL_CARD.md").read_text()
     rows = (run / "export" / "trl_prm.jsonl").read_text().splitlines()
@@ -232,3 +235,17 @@ def test_adapter_needs_a_local_hashable_base(tmp_path: Path) -> None:
     spec = {"name": "a", "base_model": {"id": "x"}, "head": {"in_features": 4}, "weights": "adapter"}
     with pytest.raises(ValidationError, match="adapter"):
         PRMManifest.model_validate(spec)
+
+
+def test_orm_examples_are_the_labelled_candidates_with_their_outcome_at_the_last_step(
+        run: Path, tiny_checkpoint: Path) -> None:
+    from trainer.fit import run_examples
+
+    model = PRMModel.load(tiny_checkpoint, device="cpu", dtype="float32")
+    steps, _, _ = run_examples(run, model, 512)
+    orm, _, meta = run_examples(run, model, 512, outcome_only=True)
+    cands = {(c.problem_id, c.candidate_id): c for c in executed_candidates(run, "train")}
+    assert {(e.problem_id, e.candidate_id) for e in orm} == {(e.problem_id, e.candidate_id) for e in steps}
+    for e in orm:
+        assert len(e.positions) == 1 and e.labels == [float(cands[(e.problem_id, e.candidate_id)].exec.passed)]  # type: ignore[union-attr]
+    assert any(len(e.positions) > 1 for e in steps) and meta
