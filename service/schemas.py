@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.aggregate import Aggregation
-from service.steps import Language, StepKind
+from service.steps import MODULE_KINDS, Language, StepKind, carries_logic
 
 Text = Annotated[str, Field(min_length=1)]
 ModelName = Annotated[str | None, Field(max_length=256, description=(
@@ -46,8 +46,6 @@ class StepOut(BaseModel):
     def _context_of_older_records(cls, data: Any) -> Any:
         """Candidate records written before ``context`` existed get it from the splitter's own rule."""
         if isinstance(data, dict) and "context" not in data:
-            from service.steps import MODULE_KINDS, carries_logic
-
             data = {**data, "context": data.get("kind") in MODULE_KINDS and not carries_logic(data.get("text", ""))}
         return data
 

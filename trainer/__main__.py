@@ -1,8 +1,8 @@
 """``python -m trainer STAGE RUN_DIR [--set section.key=value ...]``: the resumable pipeline.
 
-Stages: generate, execute, label, fit, orm (a baseline), correct, evaluate, export. Settings given with ``--set`` are
-merged into ``RUN_DIR/settings.json`` so later stages (and reruns) reuse them; a stage resumed with a
-changed setting stops unless ``--allow-changed`` is given. Errors are one line (exit 2);
+Stages: generate, execute, label, fit, orm (a baseline), correct, evaluate, export. Settings given with
+``--set`` are merged into ``RUN_DIR/settings.json`` so later stages (and reruns) reuse them; a stage resumed
+with a changed setting stops unless ``--allow-changed`` is given. Errors are one line (exit 2);
 ``TRAINER_TRACEBACK=1`` shows the traceback.
 """
 
