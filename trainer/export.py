@@ -111,7 +111,7 @@ def choose(run: Path, config: ExportConfig) -> tuple[str, Aggregation]:
     return scorer, aggregation  # type: ignore[return-value]
 
 
-STAGES = ("generate", "execute", "label", "fit", "correct", "evaluate")
+STAGES = ("generate", "execute", "label", "fit", "orm", "correct", "evaluate")
 
 
 def _recipe_md(run: Path) -> str:
