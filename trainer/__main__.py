@@ -93,6 +93,10 @@ def generate(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False,
                                                                       "part (kept out of training; repeatable)")
                                   ] = None,
              pool_limit: Annotated[int | None, typer.Option(help="pool problems per split part and file")] = None,
+             pool_dev_fraction: Annotated[float, typer.Option(
+                 help="share of a --pool's problems (by hash) in the dev part, e.g. 0.5 for a small pool such as "
+                      "APPS (49 problems) so that its dev part can be measured; raising it never moves a dev "
+                      "problem out of dev")] = 0.1,
              references: Annotated[bool, typer.Option(help="add reference solutions as candidates")] = False,
              mutants: Annotated[int, typer.Option(help="mutants of each reference to add as candidates")] = 0,
              difficulty: Annotated[list[str] | None, typer.Option(help="only problems of this difficulty "
@@ -104,7 +108,8 @@ def generate(run: RunArg, sets: SetOpt = None, allow_changed: AllowOpt = False,
     from trainer.rundir import select_split
 
     if pool or eval_pool:
-        made = import_pools(run, pool or [], limit=pool_limit, eval_pools=eval_pool or [])
+        made = import_pools(run, pool or [], limit=pool_limit, eval_pools=eval_pool or [],
+                            dev_fraction=pool_dev_fraction)
         typer.echo(f"imported {made} pool candidates")
         if problems is None:
             return

@@ -84,8 +84,10 @@ def pool_candidates(row: PoolProblem, problem: Problem) -> Iterator[Candidate]:
 
 
 def load_pools(paths: Sequence[str | Path], *, parts: Sequence[Part] = ("train", "meta", "dev"),
-               limit: int | None = None, eval_only: bool = False) -> list[tuple[Part, Problem, list[Candidate]]]:
-    """Each pool problem of ``parts`` (hash split), with its candidates; ``limit`` problems per part and file.
+               limit: int | None = None, eval_only: bool = False, dev_fraction: float = 0.1,
+               ) -> list[tuple[Part, Problem, list[Candidate]]]:
+    """Each pool problem of ``parts`` (hash split, ``dev_fraction`` of them in dev), with its candidates;
+    ``limit`` problems per part and file.
 
     ``eval_only``: every problem of the pool goes to ``dev`` (a pool kept out of training entirely, so that all
     of it is held out: e.g. the 49 APPS problems, which the statement-examples benchmark reports on whole)."""
@@ -93,7 +95,7 @@ def load_pools(paths: Sequence[str | Path], *, parts: Sequence[Part] = ("train",
     for path in paths:
         rows = {r.id: r for r in read_pool(check_pool_source(path))}
         problems = [r.problem() for r in rows.values()]
-        split = split_problems(problems)
+        split = split_problems(problems, dev_fraction=dev_fraction)
         by_part: dict[Part, list[Problem]] = {"train": split.train, "meta": split.meta, "dev": split.dev}
         if eval_only:
             by_part = {"train": [], "meta": [], "dev": problems}
@@ -117,11 +119,12 @@ def pool_summary(candidates: Sequence[Candidate]) -> dict[str, Any]:
 
 
 def import_pools(run: Path, pools: Sequence[Path], *, limit: int | None = None,
-                 eval_pools: Sequence[Path] = ()) -> int:
+                 eval_pools: Sequence[Path] = (), dev_fraction: float = 0.1) -> int:
     """Real models' candidates (``trainer.pools``) into the run: their problems with the hash split's part
     (``eval_pools``: all in dev), their candidates as provenance ``pool``. Idempotent: a rerun adds nothing
     twice. ``execute`` grades them."""
-    loaded = load_pools(pools, limit=limit) + load_pools(eval_pools, limit=limit, eval_only=True)
+    loaded = load_pools(pools, limit=limit, dev_fraction=dev_fraction) + \
+        load_pools(eval_pools, limit=limit, eval_only=True)
     # a problem already in dev must not come back as training data (nor a dev one as a training problem)
     assert_no_leak({p.id for part, p, _ in loaded if part != "dev"},
                    {r.problem.id for r in problems_store(run).read() if r.part == "dev"})
@@ -129,7 +132,8 @@ def import_pools(run: Path, pools: Sequence[Path], *, limit: int | None = None,
                    {r.problem.id for r in problems_store(run).read() if r.part != "dev"})
     problems_store(run).append(RunProblem(part=part, problem=problem) for part, problem, _ in loaded)
     with stage(run / "generate" / "pools", "import-pools", {"pools": [str(p) for p in pools], "limit": limit,
-                                                                 "eval_pools": [str(p) for p in eval_pools]},
+                                                                 "eval_pools": [str(p) for p in eval_pools],
+                                                                 "dev_fraction": dev_fraction},
                allow_config_change=True) as st:  # additive and idempotent: another pool may join later
         st.count("candidates", candidates_store(run).append(c for _, _, cands in loaded for c in cands))
         return st.manifest.counts.get("candidates", 0)

@@ -74,3 +74,14 @@ def test_outcome_labels_and_verifier_rows(tmp_path: Path) -> None:
     assert sections(graded)["pools, within one model"] == ([0, 1], True)
     rows = prm_scores("prm", [[0.0], [1.0]], graded)
     assert rows["prm/min"][1] > rows["prm/min"][0] and "prm/min+context" in rows
+
+
+def test_a_larger_dev_fraction_keeps_every_dev_problem_in_dev(tmp_path: Path) -> None:
+    path = _pool(tmp_path, n=60)
+    small = {p.id: part for part, p, _ in load_pools([path])}
+    half = {p.id: part for part, p, _ in load_pools([path], dev_fraction=0.5)}
+    assert {i for i, part in small.items() if part == "dev"} <= {i for i, part in half.items() if part == "dev"}
+    assert 18 <= sum(part == "dev" for part in half.values()) <= 42  # about half of 60
+    run = tmp_path / "run"
+    import_pools(run, [path], dev_fraction=0.5)
+    assert {r.problem.id: r.part for r in problems_store(run).read()} == half
