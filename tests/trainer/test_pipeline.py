@@ -153,7 +153,7 @@ def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path, mo
     the adapter (no backbone), the service loads it on the hash-checked base with the trainer's scores."""
     base = save_tiny_lm(tmp_path / "base", seed=5)
     work = tmp_path / "run"
-    shutil.copytree(run, work, ignore=shutil.ignore_patterns("fit", "correct", "evaluate", "export"))
+    shutil.copytree(run, work, ignore=shutil.ignore_patterns("fit", "orm", "correct", "evaluate", "export"))
     fit_cfg = FitConfig(model=str(base), lr=5e-3, epochs=1, batch_size=4, grad_accum=1, lora_r=4, bf16=False)
     fit_stage(work, fit_cfg)
     fitted = work / "fit" / "checkpoint"
