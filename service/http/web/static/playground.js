@@ -119,7 +119,8 @@ function renderCode(code, steps) {
       band.style.setProperty("border-left-color", c.edge);
     }
     const head = el("div", "step-head");
-    head.append(el("span", "name", step.name), el("span", "kind", `${step.kind} · lines ${step.start_line}–${step.end_line}`),
+    head.append(el("span", "name", step.name), el("span", "kind",
+      `${step.kind}${step.context ? " (context: not in the aggregate)" : ""} · lines ${step.start_line}–${step.end_line}`),
       el("span", "step-score", step.score === null ? "not scored (truncated)" : fmt(step.score)));
     band.appendChild(head);
     for (let n = step.start_line; n <= step.end_line && n <= lines.length; n++) {
