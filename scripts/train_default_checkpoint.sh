@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Rebuild the default checkpoint (checkpoints/dreamprm-code-smollm2) from scratch on this machine's CPU:
 #   generate (pools + LeetCode references and mutants) → execute → label → fit → evaluate → export
-# No policy server is needed: the training data are real models' candidates (../shared/data/candidates: MBPP
-# pool for train/meta/dev by problem hash; the APPS stdin pool for dev only) and LeetCode references with
-# their mutants (exact step labels from the reference's continuation). See README "Trainer" for why.
+# No policy server is needed: the training data are real models' candidates (../shared/data/candidates: the
+# MBPP pool split train/meta/dev by problem hash, 10 % dev; the APPS stdin pool split the same way with half
+# of its 49 problems in dev, so that its dev part can be measured) and LeetCode references with their mutants
+# (exact step labels from the reference's continuation). See README "Trainer" for why. ORM=1 also trains the
+# outcome-only baseline (stage orm: as long as fit) so that the evaluation ranks it beside the PRM.
 # Resumable: rerun it after an interruption and finished stages are skipped (their RUN/STAGE/run.json says
 # "done"); an interrupted data stage continues where it stopped, an interrupted fit from its last saved state.
 # RUN (default runs/dreamprm-code-smollm2) holds the data and intermediate checkpoints; OUT the result.
@@ -13,7 +15,7 @@ cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/dreamprm-code-smollm2}
 OUT=${OUT:-checkpoints/dreamprm-code-smollm2}
 POOLS=${POOLS:-../shared/data/candidates}
-FIT_STEPS=${FIT_STEPS:-80}   # optimizer steps of 16 sequences: the compute budget of the fit (~1 hour on 2 cores)
+FIT_STEPS=${FIT_STEPS:-160}  # optimizer steps of 16 sequences: the compute budget of the fit (~2 hours on 2 cores)
 PY=.venv/bin/python
 mkdir -p "$RUN"
 
@@ -30,8 +32,9 @@ timed() {  # timed STAGE ARGS...: run `python -m trainer STAGE ARGS...` unless d
     printf '%s\t%s\t%s\n' "$1" "$((SECONDS - t0))" "$(date -u +%FT%TZ)" >>"$RUN/timings.tsv"
 }
 
-# both generate calls are idempotent (a rerun adds nothing twice)
-"$PY" -m trainer generate "$RUN" --pool "$POOLS/mbpp_pool.jsonl" --eval-pool "$POOLS/apps_stdin_pool.jsonl"
+# the generate calls are idempotent (a rerun adds nothing twice)
+"$PY" -m trainer generate "$RUN" --pool "$POOLS/mbpp_pool.jsonl"
+"$PY" -m trainer generate "$RUN" --pool "$POOLS/apps_stdin_pool.jsonl" --pool-dev-fraction 0.5
 timed generate "$RUN" --problems train=1600,meta=200,dev=200 --references --mutants 2 \
     --set generate.model=none --set generate.n=0
 timed execute "$RUN" --set execute.stop_at_first_failure=true
@@ -40,6 +43,7 @@ timed fit "$RUN" --set fit.model=smollm2 --set fit.lora_r=16 --set fit.lora_alph
     --set 'fit.target_modules=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]' \
     --set fit.batch_size=4 --set fit.grad_accum=4 --set fit.max_tokens=512 --set fit.epochs=1 \
     --set fit.max_steps="$FIT_STEPS" --set fit.dev_limit=200
+if [ "${ORM:-0}" = 1 ]; then timed orm "$RUN"; fi
 timed evaluate "$RUN" --set evaluate.bootstrap=1000
 timed export "$RUN" "$OUT" --set export.name=dreamprm-code-smollm2
 echo "wrote $OUT; stage times in $RUN/timings.tsv:"
