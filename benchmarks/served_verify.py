@@ -32,15 +32,12 @@ from tests.live import live_server_process
 from trainer.ranking import report_markdown
 from trainer.records import Candidate, Problem
 from trainer.rundir import executed_candidates, run_problems
-from trainer.verify import DESCRIPTIONS, UNSCORED, baseline_scores, per_problem, score_cache, verify_report
+from trainer.verify import DESCRIPTIONS, UNSCORED, baseline_scores, one_value_each, score_cache, verify_report
 
 
 def served_scores(url: str, problems: dict[str, Problem], cands: Sequence[Candidate], store: Path,
                   ) -> tuple[list[float], str, int]:
     """(score per candidate, the aggregation the service used, how many it refused)."""
-    by_problem: dict[str, list[int]] = {}
-    for i, c in enumerate(cands):
-        by_problem.setdefault(c.problem_id, []).append(i)
     used: set[str] = set()
     refused = 0
 
@@ -55,20 +52,14 @@ def served_scores(url: str, problems: dict[str, Problem], cands: Sequence[Candid
         return [x for item in items for x in one(client, [item])]  # find the candidate it refuses
 
     with httpx.Client(timeout=600) as client:
-        def compute(pid: str) -> list[list[float]]:
+        def compute(pid: str, group: list[Candidate]) -> list[float]:
             nonlocal refused
-            items = [{"problem": problems[pid].prompt, "code": cands[i].code} for i in by_problem[pid]]
-            out = one(client, items)
+            out = one(client, [{"problem": problems[pid].prompt, "code": c.code} for c in group])
             refused += sum(r is None for r in out)
             used.update(r["aggregation"] for r in out if r is not None)
-            return [[r["score"] if r is not None else UNSCORED] for r in out]
+            return [r["score"] if r is not None else UNSCORED for r in out]
 
-        values = per_problem({pid: [cands[i].candidate_id for i in idx] for pid, idx in by_problem.items()},
-                             compute, score_cache(store.parent, store.stem), desc="served score")
-    scores = [0.0] * len(cands)
-    for pid, idx in by_problem.items():
-        for i, (v,) in zip(idx, values[pid], strict=True):
-            scores[i] = v
+        scores = one_value_each(cands, compute, score_cache(store.parent, store.stem), desc="served score")
     return scores, ",".join(sorted(used)) or "(all from the cache)", refused
 
 

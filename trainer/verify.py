@@ -73,6 +73,26 @@ def per_problem(groups: Mapping[str, Sequence[str]], compute: Callable[[str], li
     return out
 
 
+def one_value_each(cands: Sequence[Candidate], compute: Callable[[str, list[Candidate]], list[float]],
+                   store: JsonlStore[ProblemScores] | None, desc: str) -> list[float]:
+    """One value per candidate, computed a problem at a time (``compute(problem_id, its candidates)``, in
+    ``cands`` order) through ``per_problem`` (so cached and resumable), returned in ``cands`` order."""
+    by_problem: dict[str, list[int]] = {}
+    for i, c in enumerate(cands):
+        by_problem.setdefault(c.problem_id, []).append(i)
+
+    def values_of(pid: str) -> list[list[float]]:
+        return [[v] for v in compute(pid, [cands[i] for i in by_problem[pid]])]
+
+    values = per_problem({pid: [cands[i].candidate_id for i in idx] for pid, idx in by_problem.items()},
+                         values_of, store, desc)
+    out = [0.0] * len(cands)
+    for pid, idx in by_problem.items():
+        for i, (value,) in zip(idx, values[pid], strict=True):
+            out[i] = value
+    return out
+
+
 def loglik_scores(source: str, problems: Mapping[str, Problem], cands: Sequence[Candidate], *,
                   dtype: DType = "auto", cache: Path | None = None) -> list[float]:
     """The base model's mean token log-likelihood of each candidate (``source``: ``smollm2`` or a path), in
@@ -87,21 +107,10 @@ def loglik_scores(source: str, problems: Mapping[str, Problem], cands: Sequence[
     torch_dtype = pick_dtype(dtype, torch.device("cpu"))
     model, tokenizer = load_causal_lm(smollm2_gguf() if source == "smollm2" else Path(source), dtype=torch_dtype)
     tag = f"loglik-{Path(source).name}-{str(torch_dtype).removeprefix('torch.')}"
-    by_problem: dict[str, list[int]] = {}
-    for i, c in enumerate(cands):
-        by_problem.setdefault(c.problem_id, []).append(i)
+    def compute(pid: str, group: list[Candidate]) -> list[float]:
+        return mean_loglik(model, tokenizer, problems[pid].prompt, [c.code for c in group])
 
-    def compute(pid: str) -> list[list[float]]:
-        codes = [cands[i].code for i in by_problem[pid]]
-        return [[v] for v in mean_loglik(model, tokenizer, problems[pid].prompt, codes)]
-
-    values = per_problem({pid: [cands[i].candidate_id for i in idx] for pid, idx in by_problem.items()}, compute,
-                         score_cache(cache, tag) if cache else None, desc="evaluate loglik")
-    out = [0.0] * len(cands)
-    for pid, idx in by_problem.items():
-        for i, (value,) in zip(idx, values[pid], strict=True):
-            out[i] = value
-    return out
+    return one_value_each(cands, compute, score_cache(cache, tag) if cache else None, desc="evaluate loglik")
 
 
 def sections(cands: Sequence[Candidate]) -> dict[str, tuple[list[int], bool]]:
