@@ -219,7 +219,10 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
             generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)))
         batches = skip if epoch == first_epoch else 0
         remaining = accelerator.skip_first_batches(loader, batches) if batches else loader
-        shown = progress(remaining, total=len(loader) - batches, desc=f"fit epoch {epoch + 1}/{config.epochs}") \
+        todo = len(loader) - batches  # the progress total: up to the end of the epoch or of the step budget
+        if config.max_steps:
+            todo = min(todo, (config.max_steps - step) * config.grad_accum)
+        shown = progress(remaining, total=todo, desc=f"fit epoch {epoch + 1}/{config.epochs}") \
             if accelerator.is_local_main_process else remaining
         for batch in shown:
             started = time.perf_counter()
