@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the default checkpoint (checkpoints/dreamprm-code-smollm2) from scratch on this machine's CPU:
-#   generate (pools + LeetCode references and mutants) → execute → label → fit → evaluate → export
+#   generate (pools + LeetCode references and mutants) → execute → label → fit → evaluate → export → served check
 # No policy server is needed: the training data are real models' candidates (../shared/data/candidates: the
 # MBPP pool split train/meta/dev by problem hash, 10 % dev; the APPS stdin pool split the same way with half
 # of its 49 problems in dev, so that its dev part can be measured) and LeetCode references with their mutants
@@ -46,5 +46,12 @@ timed fit "$RUN" --set fit.model=smollm2 --set fit.lora_r=16 --set fit.lora_alph
 if [ "${ORM:-0}" = 1 ]; then timed orm "$RUN"; fi
 timed evaluate "$RUN" --set evaluate.bootstrap=1000
 timed export "$RUN" "$OUT" --set export.name=dreamprm-code-smollm2
-echo "wrote $OUT; stage times in $RUN/timings.tsv:"
+# issue 12's acceptance measurement of what was exported: the served score (a live service, POST /v1/score, the
+# checkpoint's default aggregation) on the real pools' dev candidates beside the baselines, and the sum-of-nums
+# check. Always rerun (cheap once done: scores are cached per checkpoint revision in RUN/served/).
+t0=$SECONDS
+"$PY" -m benchmarks.served_verify --run "$RUN" --checkpoint "$OUT" --out "$RUN/served" >/dev/null
+printf '%s\t%s\t%s\n' served_verify "$((SECONDS - t0))" "$(date -u +%FT%TZ)" >>"$RUN/timings.tsv"
+"$PY" -m benchmarks.sum_of_nums "$OUT" 2>/dev/null | tee "$RUN/served/sum_of_nums.txt"
+echo "wrote $OUT; served report in $RUN/served/served_verify.md; stage times in $RUN/timings.tsv:"
 cat "$RUN/timings.tsv"
