@@ -45,9 +45,16 @@ class GenerateConfig:
     retries: int = field(default=3, metadata={"help": "retries per failed policy request", RESUME_SAFE: True})
     seed: int = field(default=0, metadata={"help": "sampling seed (per problem: seed + problem index)"})
     template: str = field(default="cof-v1", metadata={"help": "prompt template family (service.cof)"})
+    mutant_operators: tuple[str, ...] = field(
+        default=("compare", "arith", "constant", "boolean", "return", "call", "range"),
+        metadata={"help": "operators of --mutants (trainer.mutate.OPERATORS), drawn round-robin"})
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model must be set")
+        from trainer.mutate import OPERATORS
+        unknown = sorted(set(self.mutant_operators) - OPERATORS.keys())
+        _check(bool(self.mutant_operators) and not unknown,
+               f"mutant_operators: unknown {unknown} or empty; use some of {sorted(OPERATORS)}")
         _check(self.n >= 0, "n must be >= 0")
         _check(self.n == 0 or self.backend != "openai" or bool(self.base_url), "backend=openai needs base_url")
         _check(self.temperature >= 0, "temperature must be >= 0")

@@ -78,7 +78,8 @@ def run(rundir: Path, config: GenerateConfig, problems: Sequence[RunProblem], *,
                 cands += [make_candidate(problem, f"mutant-{j}", m.code, policy=f"mutant:{m.operator}@{m.step_index}",
                                          template="reference", provenance="mutant")
                           for j, m in enumerate(make_mutants(problem.canonical_solution, count=mutants,
-                                                             seed=config.seed + i))]
+                                                             seed=config.seed + i,
+                                                             operators=config.mutant_operators))]
             return cands
 
         def save(cands: list[Candidate]) -> None:

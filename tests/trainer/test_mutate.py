@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from service.sandbox import TestSpec, run_tests
 from service.steps import split_code
@@ -39,7 +42,7 @@ main()
 def test_one_function_changes_and_the_rest_is_byte_identical() -> None:
     found = mutants(CODE, count=20, seed=0)
     assert len(found) >= 6 and len({m.code for m in found}) == len(found)
-    assert {m.operator for m in found} == {"compare", "arith", "constant", "boolean"}
+    assert {"compare", "arith", "constant", "boolean"} <= {m.operator for m in found}
     original = [s.text for s in split_code(CODE).steps]
     for m in found:
         steps = [s.text for s in split_code(m.code).steps]
@@ -79,3 +82,45 @@ def test_generate_stage_adds_mutants(tmp_path: Path) -> None:
     assert all(c.policy.startswith("mutant:") and c.steps for c in muts)
     refs = {c.problem_id: c.code for c in cands if c.provenance == "reference"}
     assert all(c.code != refs[c.problem_id] for c in muts)
+
+
+SUM = '''def total(nums):
+    """Return the sum of nums."""
+    return sum(nums)
+
+
+def total_loop(nums):
+    """Return the sum of nums, by a loop."""
+    s = 0
+    for i in range(len(nums)):
+        s += nums[i]
+    return s
+'''
+
+
+def test_plausible_bug_operators() -> None:
+    """``return``, ``call`` and ``range`` write the bugs of issue 12's sum-of-nums programs."""
+    found = mutants(SUM, count=20, seed=0, operators=("return", "call", "range"))
+    assert sorted(m.operator for m in found) == ["call", "range", "return", "return"]
+    codes = {m.code for m in found}
+    assert SUM.replace("return sum(nums)", "return 0") in codes
+    assert SUM.replace("return s\n", "return 0\n") in codes
+    assert SUM.replace("return sum(nums)", "return max(nums)") in codes
+    assert SUM.replace("range(len(nums))", "range(1, len(nums))") in codes
+    for m in found:
+        namespace: dict[str, Any] = {}
+        exec(m.code, namespace)  # our own mutant of our own code
+        assert (namespace["total"]([4, 1, 2]), namespace["total_loop"]([4, 1, 2])) != (7, 7)
+
+
+def test_mutants_are_drawn_across_operators() -> None:
+    """Round-robin: the first mutants come from different operators although comparisons and arithmetic
+    have the most sites; an unknown operator is refused."""
+    first = mutants(CODE, count=4, seed=0)
+    assert len({m.operator for m in first}) == 4
+    assert {m.operator for m in mutants(CODE, count=30, seed=0)} == {
+        "compare", "arith", "constant", "boolean", "return", "range"}  # CODE calls no swappable builtin
+    with pytest.raises(ValueError, match="unknown mutant operators"):
+        mutants(CODE, count=1, seed=0, operators=("flip",))
+    with pytest.raises(ValueError, match="mutant_operators"):
+        GenerateConfig(model="none", n=0, mutant_operators=("flip",))
