@@ -42,7 +42,7 @@ timed label "$RUN" --set label.rollouts=0 --set label.reference_rollouts=1 --set
 timed fit "$RUN" --set fit.model=smollm2 --set fit.lora_r=16 --set fit.lora_alpha=32 --set fit.lr=2e-4 \
     --set 'fit.target_modules=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]' \
     --set fit.batch_size=4 --set fit.grad_accum=4 --set fit.max_tokens=512 --set fit.epochs=1 \
-    --set fit.max_steps="$FIT_STEPS" --set fit.dev_limit=200
+    --set fit.max_steps="$FIT_STEPS" --set fit.dev_limit=200 --set fit.group_by_length=16
 if [ "${ORM:-0}" = 1 ]; then timed orm "$RUN"; fi
 timed evaluate "$RUN" --set evaluate.bootstrap=1000
 timed export "$RUN" "$OUT" --set export.name=dreamprm-code-smollm2

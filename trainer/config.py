@@ -141,10 +141,14 @@ class FitConfig:
     checkpoint_every_s: float = field(default=300.0, metadata={
         "help": "seconds between saves of the training state (a killed fit resumes from the last; 0: every step)",
         RESUME_SAFE: True})
+    group_by_length: int = field(default=0, metadata={
+        "help": "0: micro-batches of a plain shuffle; G: the shuffle cut into windows of G micro-batches, each "
+                "window sorted by length before it is cut (less padding), the micro-batches then shuffled"})
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model must be set")
         _check(self.lr > 0, "lr must be > 0")
+        _check(self.group_by_length >= 0, "group_by_length must be >= 0")
         _check(min(self.epochs, self.batch_size, self.grad_accum, self.max_tokens, self.lora_r,
                    self.serve_max_tokens) >= 1,
                "epochs, batch_size, grad_accum, max_tokens, serve_max_tokens and lora_r must be >= 1")

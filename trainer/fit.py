@@ -166,6 +166,22 @@ def evaluate_loss(network: torch.nn.Module, examples: Sequence[Example], pad_id:
     return total / max(count, 1)
 
 
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, window: int, seed: int) -> list[list[int]]:
+    """Micro-batches (example indices) of one epoch: a seeded shuffle cut into windows of ``window`` micro-batches,
+    each window sorted by length and cut into micro-batches (so each pads to its own longest, which is close to
+    its shortest), the micro-batches then shuffled. Every index once; the same seed, the same batches."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], config: FitConfig, *,
         pad_id: int, targets: torch.Tensor | None = None, weights: torch.Tensor | None = None,
         resume_dir: Path | None = None) -> list[dict[str, float]]:
@@ -214,9 +230,16 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
         if config.max_steps and step >= config.max_steps:
             break
         model.train()
+        epoch_seed = config.seed * 1_000_003 + epoch
+        order: dict[str, Any] = (
+            {"batch_sampler": length_grouped_batches([len(e.input_ids) for e in train], config.batch_size,
+                                                     config.group_by_length, epoch_seed)}
+            if config.group_by_length else {"batch_size": config.batch_size, "shuffle": True})
+        # its own generator also when the order is given: an iterator without one draws from the global RNG,
+        # which the saved state restores, so a resumed fit would draw twice
         loader = accelerator.prepare(torch.utils.data.DataLoader(
-            list(train), batch_size=config.batch_size, shuffle=True, collate_fn=lambda xs: collate(xs, pad_id),
-            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)))
+            list(train), collate_fn=lambda xs: collate(xs, pad_id),
+            generator=torch.Generator().manual_seed(epoch_seed), **order))
         batches = skip if epoch == first_epoch else 0
         remaining = accelerator.skip_first_batches(loader, batches) if batches else loader
         todo = len(loader) - batches  # the progress total: up to the end of the epoch or of the step budget
