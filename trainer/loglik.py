@@ -6,6 +6,7 @@ own template without separators (``service.encoding`` headers), so the baseline 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -16,18 +17,31 @@ from service.encoding import PROBLEM_HEADER, SOLUTION_HEADER
 @torch.inference_mode()
 def mean_loglik(model: torch.nn.Module, tokenizer: object, problem: str, codes: Sequence[str], *,
                 max_tokens: int = 2048) -> list[float]:
-    """Mean log p(code token | problem, earlier code) per program (the problem's head is cut when too long)."""
+    """Mean log p(code token | problem, earlier code) per program (the problem's head is cut when too long).
+
+    The problem prefix goes through the model once per call: its key/value cache is reused (copied) for every
+    program that fits after the whole prefix, so a problem's candidates cost their own tokens only; a program
+    that needs the prefix cut is scored on its own."""
     encode = tokenizer.encode  # type: ignore[attr-defined]
     prefix = encode(PROBLEM_HEADER + problem + SOLUTION_HEADER, add_special_tokens=False)
+    shared: tuple[object, torch.Tensor] | None = None  # (cache after the whole prefix, its last position's logits)
     out: list[float] = []
     for code in codes:
         code_ids = encode(code, add_special_tokens=False)[: max_tokens - 1]
         if not code_ids:
             out.append(float("-inf"))
             continue
-        keep = max(1, max_tokens - len(code_ids))
-        ids = torch.tensor([prefix[-keep:] + code_ids])  # (1, T)
-        logits = model(input_ids=ids).logits[0, -len(code_ids) - 1:-1].float()  # (C, V): predicts each code token
+        if len(prefix) + len(code_ids) <= max_tokens:
+            if shared is None:
+                first = model(input_ids=torch.tensor([prefix]), use_cache=True)
+                shared = (first.cache, first.logits[0, -1:].float())
+            rest = model(input_ids=torch.tensor([code_ids]), cache=copy.deepcopy(shared[0]),
+                         use_cache=True).logits[0, :-1].float()
+            logits = torch.cat([shared[1], rest])  # (C, V): predicts each code token
+        else:
+            keep = max(1, max_tokens - len(code_ids))
+            ids = torch.tensor([prefix[-keep:] + code_ids])  # (1, T)
+            logits = model(input_ids=ids).logits[0, -len(code_ids) - 1:-1].float()
         logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(code_ids)[:, None])  # (C, 1)
         out.append(float(logp.mean()))
     return out
