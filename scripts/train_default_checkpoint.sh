@@ -47,7 +47,7 @@ timed fit "$RUN" --set fit.model="$BASE" --set fit.lora_r=16 --set fit.lora_alph
     --set fit.batch_size=4 --set fit.grad_accum=4 --set fit.max_tokens=512 --set fit.epochs=1 \
     --set fit.max_steps="$FIT_STEPS" --set fit.dev_limit=200 --set fit.group_by_length=16
 if [ "${ORM:-0}" = 1 ]; then timed orm "$RUN"; fi
-timed evaluate "$RUN" --set evaluate.bootstrap=1000
+timed evaluate "$RUN" --set evaluate.bootstrap=1000 --set evaluate.loglik_model="$BASE"  # the log-likelihood row: its own base
 timed export "$RUN" "$OUT" --set export.name="$NAME"
 # issue 12's acceptance measurement of what was exported: the served score (a live service, POST /v1/score, the
 # checkpoint's default aggregation) on the real pools' dev candidates beside the baselines, and the sum-of-nums
