@@ -21,7 +21,8 @@ def mean_loglik(model: torch.nn.Module, tokenizer: object, problem: str, codes: 
 
     The problem prefix goes through the model once per call: its key/value cache is reused (copied) for every
     program that fits after the whole prefix, so a problem's candidates cost their own tokens only; a program
-    that needs the prefix cut is scored on its own."""
+    that needs the prefix cut is scored on its own. Only the code positions' logits are made (a 262k-token
+    vocabulary over a 2,048-token prefix would be 2 GB)."""
     encode = tokenizer.encode  # type: ignore[attr-defined]
     prefix = encode(PROBLEM_HEADER + problem + SOLUTION_HEADER, add_special_tokens=False)
     shared: tuple[object, torch.Tensor] | None = None  # (cache after the whole prefix, its last position's logits)
@@ -33,7 +34,7 @@ def mean_loglik(model: torch.nn.Module, tokenizer: object, problem: str, codes: 
             continue
         if len(prefix) + len(code_ids) <= max_tokens:
             if shared is None:
-                first = model(input_ids=torch.tensor([prefix]), use_cache=True)
+                first = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1)
                 shared = (first.cache, first.logits[0, -1:].float())
             rest = model(input_ids=torch.tensor([code_ids]), cache=copy.deepcopy(shared[0]),
                          use_cache=True).logits[0, :-1].float()
@@ -41,7 +42,7 @@ def mean_loglik(model: torch.nn.Module, tokenizer: object, problem: str, codes: 
         else:
             keep = max(1, max_tokens - len(code_ids))
             ids = torch.tensor([prefix[-keep:] + code_ids])  # (1, T)
-            logits = model(input_ids=ids).logits[0, -len(code_ids) - 1:-1].float()
+            logits = model(input_ids=ids, logits_to_keep=len(code_ids) + 1).logits[0, :-1].float()
         logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(code_ids)[:, None])  # (C, 1)
         out.append(float(logp.mean()))
     return out
