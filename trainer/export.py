@@ -18,7 +18,7 @@ from service.checkpoints.manifest import (
 from service.checkpoints.save import export_checkpoint
 from service.model import PRMModel
 from trainer.config import ExportConfig
-from trainer.manifest import stage, stage_seconds
+from trainer.manifest import stage, stage_seconds, untimed_attempts
 from trainer.records import Candidate, Problem, StepLabel, TRLRow
 from trainer.rundir import SCORERS, executed_candidates, label_table, problems_store, run_problems
 
@@ -115,14 +115,17 @@ STAGES = ("generate", "execute", "label", "fit", "orm", "correct", "evaluate")
 
 
 def _recipe_md(run: Path) -> str:
-    """Stage wall times (all attempts) and the settings of the run, from its manifests."""
+    """Stage wall times (the attempts that recorded their end; killed ones are counted, not timed) and the
+    settings of the run, from its manifests."""
     rows = [(name, stage_seconds(run / name)) for name in STAGES]
     lines = ["| stage | wall time | counts |", "|---|---|---|"]
     for name, seconds in rows:
         if seconds is None:
             continue
         counts = json.loads((run / name / "run.json").read_text()).get("counts", {})
-        lines.append(f"| {name} | {seconds / 60:.1f} min | {', '.join(f'{k} {v}' for k, v in counts.items())} |")
+        killed = untimed_attempts(run / name)
+        note = f" (+ {killed} killed attempt{'s' * (killed > 1)}, untimed)" if killed else ""
+        lines.append(f"| {name} | {seconds / 60:.1f} min{note} | {', '.join(f'{k} {v}' for k, v in counts.items())} |")
     total = sum(s for _, s in rows if s is not None)
     lines += [f"| all | {total / 60:.1f} min | |", ""]
     settings = run / "settings.json"

@@ -262,3 +262,9 @@ def stage_seconds(stage_dir: StrPath) -> float | None:
     manifest = RunManifest.model_validate_json(path.read_text())
     return sum((a.finished_at - a.started_at).total_seconds()
                for a in [*manifest.history, manifest] if a.finished_at is not None)
+
+
+def untimed_attempts(stage_dir: StrPath) -> int:
+    """Attempts of a stage that ``stage_seconds`` cannot count: killed before they recorded their end."""
+    manifest = RunManifest.read(Path(stage_dir))
+    return 0 if manifest is None else sum(1 for a in [*manifest.history, manifest] if a.finished_at is None)

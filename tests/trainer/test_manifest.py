@@ -17,7 +17,15 @@ from trainer.config import (
     LabelConfig,
     config_to_dict,
 )
-from trainer.manifest import ConfigChangedError, RunManifest, progress, stage, start_run
+from trainer.manifest import (
+    ConfigChangedError,
+    RunManifest,
+    progress,
+    stage,
+    stage_seconds,
+    start_run,
+    untimed_attempts,
+)
 
 
 def test_stage_writes_a_done_manifest(tmp_path: Path) -> None:
@@ -67,6 +75,8 @@ def test_resume_after_a_kill_marks_the_unfinished_attempt(tmp_path: Path) -> Non
     assert manifest is not None and manifest.status == "done"
     assert [(a.status, a.error) for a in manifest.history] == [("failed", "did not finish (killed, or still running "
                                                                           "elsewhere)")]
+    assert untimed_attempts(tmp_path) == 1  # the model card says so beside the time of the attempt that ended
+    assert stage_seconds(tmp_path) == (manifest.finished_at - manifest.started_at).total_seconds()  # type: ignore
 
 
 def test_resume_with_another_config_is_refused(tmp_path: Path) -> None:
