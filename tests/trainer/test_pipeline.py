@@ -229,6 +229,7 @@ def test_adapter_refuses_another_base(tmp_path: Path) -> None:
 def test_adapter_needs_a_local_hashable_base(tmp_path: Path) -> None:
     assert weights_of(FitConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct")) == "full"  # a hub id: no local file
     assert weights_of(FitConfig(model="smollm2")) == "adapter"
+    assert weights_of(FitConfig(model="gemma3-270m")) == "adapter"
     assert weights_of(FitConfig(model="smollm2", lora=False)) == "full"
     with pytest.raises(InvalidInput, match="not a local file or directory"):
         base_sha256(tmp_path / "missing")
