@@ -14,7 +14,7 @@ from typing import Any, Literal, cast
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoModel, AutoTokenizer, DynamicCache, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from service.checkpoints.adapter import adapter_backbone, vocab_rows
@@ -252,13 +252,16 @@ class PRMModel:
     def _forward_shared(self, prefix: list[int], batch: Sequence[Encoded]) -> list[list[float]]:
         """The prefix once (batch 1), then every item's steps against its KV cache, in passes of at
         most ``pass_tokens`` (the cache is repeated for a pass of several rows, cropped back after).
-        Widths are padded to shape buckets; the prefix's own padding is cropped from the cache."""
+        Widths are padded to shape buckets; the prefix's own padding is cropped from the cache. The cache
+        records past states so that sliding-window layers (Gemma 3) can be cut back past their window."""
         p = len(prefix)
         out: list[list[float]] = [[] for _ in batch]
         backbone, device = self.network.backbone, self.device
         with torch.inference_mode():
             padded_prefix = prefix + [self.pad_id] * (bucket(p) - p)  # (see SHAPE_BUCKET); dropped below
-            cache = backbone(input_ids=torch.tensor([padded_prefix], device=device), use_cache=True).cache
+            cache = DynamicCache(config=backbone.config)
+            cache.activate_past_recording()  # type: ignore[no-untyped-call]  # a no-op for full-attention layers
+            backbone(input_ids=torch.tensor([padded_prefix], device=device), cache=cache, use_cache=True)
             cache.crop(p - len(padded_prefix))
             for rows in self._passes(batch):
                 chunk = [batch[i] for i in rows]

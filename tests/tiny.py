@@ -6,6 +6,7 @@ Used by the tests and by the benchmarks' "tiny" configuration.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -47,6 +48,20 @@ def tiny_lm(*, hidden: int = 32, layers: int = 2, seed: int = 0,
     return LlamaForCausalLM(config), tok
 
 
+def tiny_gemma3(*, seed: int = 3, sliding_window: int = 16) -> tuple[Any, PreTrainedTokenizerFast]:
+    """A tiny causal LM with Gemma 3's layout (a backbone the trainer supports): sliding-window layers, here
+    with a window shorter than a problem prefix, and one full-attention layer."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(vocab_size=len(tok) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=sliding_window,
+                              layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+    return Gemma3ForCausalLM(config), tok
+
+
 def save_tiny_lm(path: Path, **kwargs: int) -> Path:
     """A tiny base model as a Hugging Face directory (what an adapter checkpoint is trained on)."""
     model, tok = tiny_lm(**kwargs)
@@ -59,6 +74,12 @@ def tiny_prm(*, hidden: int = 32, layers: int = 2, seed: int = 0, max_tokens: in
     backbone, tok = tiny_lm(hidden=hidden, layers=layers, seed=seed)
     return PRMModel.create(backbone, tok, name="tiny-random-prm", seed=seed, max_tokens=max_tokens,
                            base_model=BaseModelSpec(id="tiny-random-llama", revision=f"seed{seed}"))
+
+
+def tiny_gemma3_prm(*, seed: int = 3, max_tokens: int = 1024) -> PRMModel:
+    backbone, tok = tiny_gemma3(seed=seed)
+    return PRMModel.create(backbone, tok, name="tiny-random-gemma3-prm", seed=seed, max_tokens=max_tokens,
+                           base_model=BaseModelSpec(id="tiny-random-gemma3", revision=f"seed{seed}"))
 
 
 def save_tiny_prm(path: Path, **kwargs: int) -> Path:

@@ -12,6 +12,7 @@ import torch
 from service.errors import InvalidInput
 from service.model import PRMModel
 from service.steps import split_steps
+from tests.tiny import tiny_gemma3_prm
 
 PROBLEM = "Given n, print the sum of the first n positive integers."
 CODE = '''import sys
@@ -72,10 +73,19 @@ def test_padded_batch_equals_single_items(model: PRMModel) -> None:
         assert got == pytest.approx(model.forward([enc])[0], abs=1e-4)
 
 
+@pytest.fixture(scope="module")
+def gemma3() -> PRMModel:
+    return tiny_gemma3_prm()
+
+
 @pytest.mark.parametrize("pass_tokens", [None, 1, 700])
-def test_shared_problem_prefix_equals_separate_passes(model: PRMModel, pass_tokens: int | None) -> None:
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_shared_problem_prefix_equals_separate_passes(request: pytest.FixtureRequest, arch: str,
+                                                      pass_tokens: int | None) -> None:
     """Candidates of one problem run the problem once (its KV cache reused), in passes of any size
-    (one row each, several, all at once); scores must not change."""
+    (one row each, several, all at once); scores must not change. Gemma 3: sliding-window layers whose
+    window (16 tokens) is shorter than the problem, so its cache cannot simply be cut back."""
+    model: PRMModel = request.getfixturevalue("model" if arch == "llama" else "gemma3")
     model.pass_tokens = pass_tokens
     steps = [s.text for s in split_steps(CODE)]
     cands = [steps, steps[:2], steps[1:4], [steps[0], "def other():\n    return 1\n"]]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from service.encoding import PROBLEM_HEADER, SOLUTION_HEADER
-from tests.tiny import tiny_lm, tiny_tokenizer
+from tests.tiny import tiny_gemma3, tiny_lm
 from trainer.loglik import mean_loglik
 
 
@@ -26,21 +26,9 @@ def _one_pass_each(model: torch.nn.Module, tok: object, problem: str, codes: lis
     return out
 
 
-def _tiny_gemma3() -> tuple[torch.nn.Module, object]:
-    """Gemma 3's layout (the next backbone): sliding-window layers, here with a window shorter than the prefix."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    tok = tiny_tokenizer()
-    torch.manual_seed(3)
-    config = Gemma3TextConfig(vocab_size=len(tok) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=16,
-                              layer_types=["sliding_attention", "sliding_attention", "full_attention"])
-    return Gemma3ForCausalLM(config), tok
-
-
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_the_shared_prefix_gives_each_programs_own_likelihood(arch: str) -> None:
-    model, tok = tiny_lm(hidden=32, layers=2, seed=3) if arch == "llama" else _tiny_gemma3()
+    model, tok = tiny_lm(hidden=32, layers=2, seed=3) if arch == "llama" else tiny_gemma3()
     model.eval()
     problem = "Given an array of integers nums, return the sum of its positive numbers. " * 3
     codes = ["def helper(xs):\n    return sum(x for x in xs if x > 0)\n",

