@@ -11,6 +11,7 @@ from typing import Any
 
 from service.aggregate import Aggregation
 from service.checkpoints.adapter import copy_adapter_checkpoint
+from service.checkpoints.backbone import recorded_base
 from service.checkpoints.manifest import (
     BaseModelSpec,
     read_manifest,
@@ -67,6 +68,7 @@ def run(rundir: Path, config: ExportConfig, out: Path) -> Path:
         scorer, aggregation = choose(rundir, config)
         source = rundir / SCORERS[scorer]
         manifest = read_manifest(source)
+        manifest = manifest.model_copy(update={"base_model": recorded_base(manifest.base_model)})
         parts = [rundir / "evaluate" / "verify.md", rundir / "evaluate" / "eval.md"]
         eval_md = "\n".join(p.read_text() for p in parts if p.is_file()) or None
         eval_json = rundir / "evaluate" / "eval.json"

