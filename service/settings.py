@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.aggregate import Aggregation
 
 # The checkpoint trained by this project's recipe (scripts/train_default_checkpoint.sh), in the repository.
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dreamprm-code-smollm2"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dreamprm-code-gemma3"
 
 
 class Settings(BaseSettings):
@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DREAMPRM_", extra="ignore")
 
     checkpoint: Path | None = Field(default=None, description="PRM checkpoint directory (serve/score: default "
-                                                              "the repository's checkpoints/dreamprm-code-smollm2)")
+                                                              "the repository's checkpoints/dreamprm-code-gemma3)")
     base_model: Path | None = Field(default=None, description="base weights of an adapter checkpoint (.gguf or HF "
                                                               "dir); default: the one its prm.json names")
     device: Literal["auto", "cpu", "cuda"] = "auto"

