@@ -24,9 +24,13 @@ mkdir -p "$RUN"
 
 ./dev setup
 
-done_() {  # done_ STAGE: the stage finished in an earlier run of this script
-    [ -f "$RUN/$1/run.json" ] && "$PY" -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["status"] != "done")' \
-        "$RUN/$1/run.json"
+done_() {  # done_ STAGE: the stage finished in an earlier run of this script, after the fit it depends on,
+    # and a fit with the step budget asked now (a larger FIT_STEPS reruns fit, which goes on from its saved state)
+    local m="$RUN/$1/run.json"
+    [ -f "$m" ] || return 1
+    case $1 in generate | execute | label | fit | orm) ;; *) [ "$m" -nt "$RUN/fit/run.json" ] || return 1 ;; esac
+    "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))
+sys.exit(r["status"] != "done" or (r["stage"] in ("fit", "orm") and r["config"]["max_steps"] != int(sys.argv[2])))' "$m" "$FIT_STEPS"
 }
 timed() {  # timed STAGE ARGS...: run `python -m trainer STAGE ARGS...` unless done; log its wall time
     if done_ "$1"; then echo "$1: done earlier, skipped"; return; fi

@@ -121,7 +121,9 @@ def batch_sampler(examples: Sequence[Example], batch_size: int, pad_id: int, see
 
 def prepare_trainable(network: PRMNetwork, config: FitConfig, separator_id: int) -> PRMNetwork:
     """Freeze/unfreeze per ``config``: LoRA adapters (+ the separator's embedding row), every
-    weight, or the head only. The head always trains."""
+    weight, or the head only. The head always trains. LoRA's initial factors come from ``config.seed``, so one
+    config gives one fit whatever ran before it in the process."""
+    torch.manual_seed(config.seed)
     for p in network.backbone.parameters():
         p.requires_grad_(config.full_finetune)
     if config.lora:
@@ -289,6 +291,7 @@ def init_prm(source: str, *, max_tokens: int, seed: int) -> PRMModel:
         return PRMModel.load(path, device="cpu", dtype="float32")
     src = base_source(source)
     lm, tokenizer = load_causal_lm(src, dtype=torch.float32)
+    torch.manual_seed(seed)  # the added embedding rows are drawn from the global RNG
     return PRMModel.create(lm, tokenizer, name="dreamprm-code", base_model=base_spec(source, src),
                            max_tokens=max_tokens, seed=seed)
 
@@ -341,7 +344,9 @@ def save_checkpoint(model: PRMModel, out: Path, training: dict[str, Any], run: P
 
 def run(rundir: Path, config: FitConfig, *, outcome_only: bool = False) -> list[dict[str, float]]:
     """Plain PRM training (LoRA/full/head, accelerate) on the MC labels; meta examples as dev loss. With
-    ``outcome_only``, stage ``orm`` (RUN/orm): the outcome reward model baseline on the same candidates."""
+    ``outcome_only``, stage ``orm`` (RUN/orm): the outcome reward model baseline on the same candidates.
+    A fit stopped by ``max_steps`` keeps its training state (``RUN/fit/resume.pt``): the stage rerun with a
+    larger budget goes on from there and ends where one run with that budget would."""
     name = "orm" if outcome_only else "fit"
     out = rundir / name
     with stage(out, name, config, [labels_store(rundir).path]) as st:
@@ -352,6 +357,7 @@ def run(rundir: Path, config: FitConfig, *, outcome_only: bool = False) -> list[
         atomic_write_text(out / "history.json", json.dumps(history, indent=1))
         save_checkpoint(model, out / "checkpoint", {"stage": name, **config_to_dict(config)}, rundir,
                         weights=weights_of(config))
-        clear_state(out)
+        if not (config.max_steps and history[-1]["step"] >= config.max_steps):
+            clear_state(out)  # stopped by the step budget instead: kept, so that a larger budget goes on from it
         st.count("examples", len(train))
         return history

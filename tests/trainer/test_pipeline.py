@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from pydantic import ValidationError
+from safetensors.torch import load_file
 
 from service.checkpoints.adapter import load_added_rows_and_head, load_lora
 from service.checkpoints.backbone import base_sha256
@@ -194,6 +195,29 @@ def test_adapter_checkpoints_warm_start_and_export(run: Path, tmp_path: Path, mo
     corrected = PRMModel.load(work / "correct" / "checkpoint", device="cpu", dtype="float32")
     assert served.name == "adapter-prm" and served.forward([enc]) == corrected.forward([enc])
     assert served.forward([enc]) != served_fit.forward([enc])  # correction trained on
+
+
+def test_a_finished_fit_stage_goes_on_with_a_larger_step_budget(run: Path, tmp_path: Path) -> None:
+    """The recipe's FIT_STEPS raised after a finished fit: the stage reruns from the state its step budget
+    stopped it in, and its checkpoint equals that of one fit with the larger budget."""
+    import dataclasses
+
+    from trainer.resume import RESUME_FILE
+
+    base = save_tiny_lm(tmp_path / "base", seed=5)
+    cfg = FitConfig(model=str(base), lr=5e-3, epochs=2, batch_size=2, grad_accum=1, lora_r=4, bf16=False)
+    checkpoints = {}
+    for name, budgets in (("once", [3]), ("extended", [1, 3])):
+        work = tmp_path / name
+        shutil.copytree(run, work, ignore=shutil.ignore_patterns("fit", "orm", "correct", "evaluate", "export"))
+        for steps in budgets:
+            fit_stage(work, dataclasses.replace(cfg, max_steps=steps))
+            assert (work / "fit" / RESUME_FILE).is_file()  # stopped by the budget: kept for a larger one
+        checkpoints[name] = load_file(str(work / "fit" / "checkpoint" / "adapter.safetensors"))
+    for key, value in checkpoints["once"].items():
+        torch.testing.assert_close(checkpoints["extended"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    fit_stage(work, dataclasses.replace(cfg, max_steps=0))  # the epochs decide: nothing left to go on from
+    assert not (work / "fit" / RESUME_FILE).exists()
 
 
 def test_adapter_refuses_another_base(tmp_path: Path) -> None:
