@@ -8,6 +8,8 @@
 # outcome-only baseline (stage orm: as long as fit) so that the evaluation ranks it beside the PRM.
 # Resumable: rerun it after an interruption and finished stages are skipped (their RUN/STAGE/run.json says
 # "done"); an interrupted data stage continues where it stopped, an interrupted fit from its last saved state.
+# A larger FIT_STEPS after a finished run goes on from the state the fit stopped in (RUN/fit/resume.pt is kept
+# when the step budget stopped it) and reruns the stages after it.
 # RUN (default runs/dreamprm-code-gemma3) holds the data and intermediate checkpoints; OUT the result. Another
 # backbone: BASE=smollm2 NAME=dreamprm-code-smollm2 RUN=... OUT=... (its data stages are the same).
 # Timings of each stage land in RUN/timings.tsv (and the stage manifests RUN/*/run.json).
